@@ -1,0 +1,81 @@
+"""Pieces of the bilevel (architect) step shared by the CNN and RNN reference
+Architects: plain PyTorch, one tensor at a time, written for clarity.  The
+fused Architect (fastdarts.architect) is tested against these.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def grads_or_zeros(loss, params, **kwargs):
+    """autograd.grad that returns zeros (not None) for parameters the loss does not use."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True, **kwargs)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def clip_(grads, max_norm):
+    """Scale ``grads`` in place to a total L2 norm of at most ``max_norm``.
+
+    Returns the clip coefficient max_norm / (norm + 1e-6) as a 0-d tensor, *not*
+    clamped to 1: the original RNN Architect multiplies the Hessian term by this
+    raw value.  No host synchronisation (the original branches on it in Python).
+    """
+    total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    clip_coef = max_norm / (total_norm + 1e-6)
+    scale = torch.clamp(clip_coef, max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return clip_coef
+
+
+def unrolled_copy(model, new_weights):
+    """A copy of ``model`` (alphas and buffers included) whose weights are ``new_weights``.
+
+    Plays the part of the original's ``_construct_model_from_theta``: the copy's
+    BatchNorm running statistics are thrown away with it.
+    """
+    unrolled = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, w in zip(unrolled.parameters(), new_weights):
+            p.copy_(w)
+    for p in unrolled.parameters():
+        p.grad = None
+    for a in unrolled.arch_parameters():
+        a.grad = None
+    return unrolled
+
+
+def finite_difference_hvp(model, vector, loss_fn, r=1e-2):
+    """(dL_train(w + R v)/dalpha - dL_train(w - R v)/dalpha) / (2R), R = r / ||v||.
+
+    ``loss_fn()`` evaluates the training loss of ``model`` at its current weights.
+    The weights are restored bit-exactly from a backup afterwards (the original
+    adds R v back, which drifts in float32).
+    """
+    params = list(model.parameters())
+    alphas = model.arch_parameters()
+    R = r / torch.linalg.vector_norm(torch.cat([v.reshape(-1) for v in vector]))
+    backup = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, b, v in zip(params, backup, vector):
+            p.copy_(b + R * v)
+    grads_p = grads_or_zeros(loss_fn(), alphas)
+    with torch.no_grad():
+        for p, b, v in zip(params, backup, vector):
+            p.copy_(b - R * v)
+    grads_n = grads_or_zeros(loss_fn(), alphas)
+    with torch.no_grad():
+        for p, b in zip(params, backup):
+            p.copy_(b)
+    return [(x - y) / (2 * R) for x, y in zip(grads_p, grads_n)]
+
+
+def set_arch_grads(model, grads):
+    for a, g in zip(model.arch_parameters(), grads):
+        if a.grad is None:
+            a.grad = g.detach().clone()
+        else:
+            a.grad.copy_(g)
