@@ -18,6 +18,7 @@ class Architect:
         self.network_momentum = args.momentum
         self.network_weight_decay = args.weight_decay
         self.model = model
+        self.r = 1e-2  # finite-difference scale: R = r / ||v|| (the original's r=1e-2)
         self.optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=args.arch_learning_rate,
                                           betas=(0.5, 0.999), weight_decay=args.arch_weight_decay)
 
@@ -63,5 +64,5 @@ class Architect:
         n_arch = len(unrolled_model.arch_parameters())
         dalpha, vector = grads[:n_arch], grads[n_arch:]
         implicit = finite_difference_hvp(self.model, vector,
-                                         lambda: self.model._loss(input_train, target_train))
+                                         lambda: self.model._loss(input_train, target_train), r=self.r)
         set_arch_grads(self.model, [g - eta * ig for g, ig in zip(dalpha, implicit)])

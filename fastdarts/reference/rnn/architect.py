@@ -19,6 +19,7 @@ class Architect:
         self.network_weight_decay = args.wdecay
         self.network_clip = args.clip
         self.model = model
+        self.r = 1e-2  # finite-difference scale: R = r / ||v|| (the original's r=1e-2)
         self.optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=args.arch_lr,
                                           weight_decay=args.arch_wdecay)
 
@@ -60,6 +61,7 @@ class Architect:
         dalpha, vector = grads[:n_arch], grads[n_arch:]
         clip_(vector, self.network_clip)
         implicit = finite_difference_hvp(
-            self.model, vector, lambda: self.model._loss(hidden_train, input_train, target_train)[0])
+            self.model, vector, lambda: self.model._loss(hidden_train, input_train, target_train)[0],
+            r=self.r)
         set_arch_grads(self.model, [g - eta * clip_coef * ig for g, ig in zip(dalpha, implicit)])
         return hidden_next
