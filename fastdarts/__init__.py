@@ -1,8 +1,11 @@
 """fastdarts: fast, faithful Differentiable Architecture Search."""
 
-from . import genotypes, reference
+from . import functional, genotypes, reference
+from .backends import available_backends, set_backend
 from .genotypes import Genotype, RNNGenotype
+from .nn import MixedOp
 
 __version__ = "0.1.0"
 
-__all__ = ["genotypes", "reference", "Genotype", "RNNGenotype", "__version__"]
+__all__ = ["genotypes", "reference", "Genotype", "RNNGenotype", "__version__",
+           "available_backends", "set_backend", "functional", "MixedOp"]

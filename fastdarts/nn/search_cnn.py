@@ -1,0 +1,120 @@
+"""The fused DARTS CNN supernet: every node is ONE mixed sum.
+
+A drop-in for ``fastdarts.reference.cnn.Network``: same constructor, module tree,
+state_dict keys, construction order (so the same seed gives the same weights),
+``alphas_normal``/``alphas_reduce``, ``arch_parameters()``, ``_loss``,
+``genotype()`` and ``new()``.  Only the cell's forward differs: node i gathers
+the outputs of every non-``none`` op on each of its E = 2 + i incoming edges and
+sums them with one ``fastdarts::mixed_sum`` whose weights are the [E, K-1]
+block of softmax(alpha) without the ``none`` column, instead of E * K separate
+multiply-adds (the ``none`` op is never run; its weight still counts in the
+softmax and gets its zero gradient through the slicing).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..reference.cnn import model_search as _ref
+from ..reference.cnn.operations import FactorizedReduce, ReLUConvBN
+from .mixed_op import MixedOp, common_dtype
+
+__all__ = ["Cell", "Network"]
+
+
+class Cell(_ref.Cell):
+    """A search cell with the reference's modules (``preprocess0/1``, ``_ops`` of
+    MixedOps, empty ``_bns``) whose nodes are each computed by one fused mixed sum.
+
+    forward(s0: [N, C_pp, H, W], s1: [N, C_p, H, W], weights: [14, K]) ->
+    [N, multiplier * C, H', W'].
+    """
+
+    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev):
+        nn.Module.__init__(self)  # the reference __init__ builds its own MixedOps; mirror it
+        self.reduction = reduction
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self._steps = steps
+        self._multiplier = multiplier
+        self._ops = nn.ModuleList()
+        self._bns = nn.ModuleList()
+        for i in range(self._steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self._ops.append(MixedOp(C, stride))
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        s0 = self.preprocess0(s0)
+        s1 = self.preprocess1(s1)
+        states = [s0, s1]
+        offset = 0
+        for _ in range(self._steps):
+            n_in = len(states)
+            edges = self._ops[offset:offset + n_in]
+            # Edge-major, as the [E, K'] weight block is laid out.
+            outputs = [o for mixed, h in zip(edges, states, strict=True)
+                       for o in mixed.active_outputs(h)]
+            dtype = common_dtype(outputs)
+            outputs = [o if o.dtype == dtype else o.to(dtype) for o in outputs]
+            node_weights = weights[offset:offset + n_in, edges[0]._active]
+            states.append(torch.ops.fastdarts.mixed_sum(outputs, node_weights))
+            offset += n_in
+        return torch.cat(states[-self._multiplier:], dim=1)
+
+
+class Network(_ref.Network):
+    """The DARTS CNN supernet with fused cells; see the module docstring.
+
+    Network(C, num_classes, layers, criterion, steps=4, multiplier=4, stem_multiplier=3);
+    forward(input: [N, 3, H, W]) -> logits [N, num_classes].
+    """
+
+    def __init__(self, C, num_classes, layers, criterion, steps=4, multiplier=4,
+                 stem_multiplier=3):
+        nn.Module.__init__(self)  # mirror the reference constructor with fused cells
+        self._C = C
+        self._num_classes = num_classes
+        self._layers = layers
+        self._criterion = criterion
+        self._steps = steps
+        self._multiplier = multiplier
+        self._stem_multiplier = stem_multiplier
+
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_curr),
+        )
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            if i in [layers // 3, 2 * layers // 3]:
+                C_curr *= 2
+                reduction = True
+            else:
+                reduction = False
+            cell = Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        self._initialize_alphas()
+
+    def new(self) -> Network:
+        """A fresh fused network with the same hyperparameters and a copy of the alphas."""
+        model_new = Network(self._C, self._num_classes, self._layers, self._criterion,
+                            self._steps, self._multiplier, self._stem_multiplier)
+        model_new.to(device=self.alphas_normal.device, dtype=self.alphas_normal.dtype)
+        for x, y in zip(model_new.arch_parameters(), self.arch_parameters(),
+                        strict=True):
+            x.data.copy_(y.data)
+        return model_new

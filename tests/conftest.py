@@ -1,0 +1,39 @@
+"""Shared test plumbing.
+
+``@pytest.mark.gpu`` tests are skipped at run time (never at import or
+collection) when no CUDA device is visible, so the suite collects on any machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not cuda_available():
+        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+
+
+@pytest.fixture
+def use_backend():
+    """``use_backend(name, device, ext_op=None)``: force a backend for the test, skipping it
+    at run time when that backend cannot run on ``device`` here (or, for the compiled
+    backends, when fastdarts._C lacks ``ext_op``); restores auto dispatch afterwards."""
+    from fastdarts import _ext, backends
+
+    def _use(name: str, device: str = "cpu", ext_op: str | None = None) -> str:
+        reason = backends.why_unavailable(name, torch.device(device).type)
+        if reason is not None:
+            pytest.skip(f"backend {name!r} unavailable on {device}: {reason}")
+        if name in ("cpu", "cuda") and ext_op is not None and not _ext.has_op(ext_op):
+            pytest.skip(f"fastdarts._C has no {ext_op}; rebuild the extension")
+        backends.set_backend(name)
+        return name
+
+    yield _use
+    backends.set_backend(None)
