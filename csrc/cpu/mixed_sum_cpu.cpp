@@ -1,0 +1,180 @@
+// CPU kernels of fastdarts_C::mixed_sum_forward / mixed_sum_backward (schemas in
+// csrc/mixed_sum.cpp).  One pass over memory each way:
+//   forward  reads M*N, writes N         (the reference: M passes of read 2N, write N)
+//   backward reads N + M*N, writes M*N   (the reference: 2M passes plus temporaries)
+// Work is split into fixed kChunk-element chunks (at::parallel_for); within a chunk a
+// kTile-element float accumulator stays in L1 while the M inputs stream through it.
+// grad_weights: one partial per (input, chunk) from kLanes independent lane sums (so
+// the compiler can vectorise without reassociating), then a fixed-order sum: results
+// do not depend on the thread count.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+namespace fastdarts {
+namespace {
+
+constexpr int64_t kTile = 1024;    // accumulator tile: 4 KiB of float, L1-resident
+constexpr int64_t kChunk = 32768;  // parallel task and grad_weights partial size (fixed)
+constexpr int kLanes = 16;         // independent partial sums per input and tile
+
+bool same_layout(const at::Tensor& a, const at::Tensor& b) {
+  // Size-1 dims never move through memory, so their strides do not matter.
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
+void check_inputs(at::TensorList outputs, const at::Tensor& weights, const char* op) {
+  TORCH_CHECK(!outputs.empty(), op, ": needs at least one output tensor");
+  TORCH_CHECK(weights.numel() == static_cast<int64_t>(outputs.size()), op, ": got ",
+              outputs.size(), " outputs but ", weights.numel(), " weights");
+  TORCH_CHECK(weights.is_floating_point(), op, ": weights must be floating point");
+  const at::Tensor& first = outputs[0];
+  TORCH_CHECK(first.device().is_cpu() && weights.device().is_cpu(), op,
+              ": the cpu kernels take CPU tensors");
+  TORCH_CHECK(first.is_non_overlapping_and_dense(), op,
+              ": outputs must be dense (call fastdarts.functional.mixed_sum, which lays them out)");
+  for (size_t m = 1; m < outputs.size(); ++m) {
+    const at::Tensor& x = outputs[m];
+    TORCH_CHECK(x.sizes() == first.sizes() && x.scalar_type() == first.scalar_type() &&
+                    x.device() == first.device() && same_layout(x, first),
+                op, ": outputs[", m, "] differs from outputs[0] in shape, dtype, device or strides");
+  }
+}
+
+template <typename scalar_t>
+void forward_kernel(const std::vector<const scalar_t*>& xs, const at::opmath_type<scalar_t>* w,
+                    scalar_t* out, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t num_inputs = static_cast<int64_t>(xs.size());
+  at::parallel_for(0, n, kChunk, [&](int64_t begin, int64_t end) {
+    acc_t acc[kTile];
+    for (int64_t t0 = begin; t0 < end; t0 += kTile) {
+      const int64_t len = std::min(kTile, end - t0);
+      const scalar_t* x0 = xs[0] + t0;
+      const acc_t w0 = w[0];
+      for (int64_t i = 0; i < len; ++i) acc[i] = w0 * static_cast<acc_t>(x0[i]);
+      for (int64_t m = 1; m < num_inputs; ++m) {
+        const scalar_t* x = xs[m] + t0;
+        const acc_t wm = w[m];
+        for (int64_t i = 0; i < len; ++i) acc[i] += wm * static_cast<acc_t>(x[i]);
+      }
+      scalar_t* dst = out + t0;
+      for (int64_t i = 0; i < len; ++i) dst[i] = static_cast<scalar_t>(acc[i]);
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const scalar_t* grad, const std::vector<const scalar_t*>& xs,
+                     const std::vector<scalar_t*>& gxs, const at::opmath_type<scalar_t>* w,
+                     at::opmath_type<scalar_t>* partial, int64_t num_chunks, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t num_inputs = static_cast<int64_t>(xs.size());
+  at::parallel_for(0, num_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    acc_t g[kTile];
+    std::vector<acc_t> sums(num_inputs);
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      std::fill(sums.begin(), sums.end(), acc_t(0));
+      const int64_t chunk_end = std::min(n, (c + 1) * kChunk);
+      for (int64_t t0 = c * kChunk; t0 < chunk_end; t0 += kTile) {
+        const int64_t len = std::min(kTile, chunk_end - t0);
+        for (int64_t i = 0; i < len; ++i) g[i] = static_cast<acc_t>(grad[t0 + i]);  // once
+        for (int64_t m = 0; m < num_inputs; ++m) {
+          const scalar_t* x = xs[m] + t0;
+          scalar_t* gx = gxs[m] + t0;
+          const acc_t wm = w[m];
+          acc_t lane[kLanes] = {};
+          int64_t i = 0;
+          for (; i + kLanes <= len; i += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+              gx[i + l] = static_cast<scalar_t>(wm * g[i + l]);
+              lane[l] += g[i + l] * static_cast<acc_t>(x[i + l]);
+            }
+          }
+          for (; i < len; ++i) {
+            gx[i] = static_cast<scalar_t>(wm * g[i]);
+            lane[0] += g[i] * static_cast<acc_t>(x[i]);
+          }
+          for (int width = kLanes / 2; width > 0; width /= 2) {  // pairwise: accurate, fixed order
+            for (int l = 0; l < width; ++l) lane[l] += lane[l + width];
+          }
+          sums[m] += lane[0];
+        }
+      }
+      for (int64_t m = 0; m < num_inputs; ++m) partial[m * num_chunks + c] = sums[m];
+    }
+  });
+}
+
+at::Tensor mixed_sum_forward_cpu(at::TensorList outputs, const at::Tensor& weights) {
+  check_inputs(outputs, weights, "fastdarts_C::mixed_sum_forward");
+  const at::Tensor& first = outputs[0];
+  at::Tensor out = at::empty_like(first);  // keeps the dense strides (channels_last stays)
+  const int64_t n = first.numel();
+  if (n == 0) return out;
+  const at::Tensor w =
+      weights.reshape({-1}).to(at::toOpMathType(first.scalar_type())).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(),
+                                  "mixed_sum_forward_cpu", [&] {
+    std::vector<const scalar_t*> xs;
+    xs.reserve(outputs.size());
+    for (const auto& x : outputs) xs.push_back(x.const_data_ptr<scalar_t>());
+    forward_kernel<scalar_t>(xs, w.const_data_ptr<at::opmath_type<scalar_t>>(),
+                             out.mutable_data_ptr<scalar_t>(), n);
+  });
+  return out;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cpu(
+    const at::Tensor& grad, at::TensorList outputs, const at::Tensor& weights) {
+  check_inputs(outputs, weights, "fastdarts_C::mixed_sum_backward");
+  const at::Tensor& first = outputs[0];
+  TORCH_CHECK(grad.sizes() == first.sizes() && grad.scalar_type() == first.scalar_type() &&
+                  grad.device() == first.device() && same_layout(grad, first),
+              "fastdarts_C::mixed_sum_backward: grad must have the outputs' shape, dtype, "
+              "device and strides");
+  const int64_t n = first.numel();
+  const int64_t num_inputs = static_cast<int64_t>(outputs.size());
+  const auto acc_type = at::toOpMathType(first.scalar_type());
+  std::vector<at::Tensor> grad_outputs;
+  grad_outputs.reserve(num_inputs);
+  for (int64_t m = 0; m < num_inputs; ++m) grad_outputs.push_back(at::empty_like(first));
+  if (n == 0) {
+    return {grad_outputs, at::zeros({num_inputs}, weights.options())};
+  }
+  const at::Tensor w = weights.reshape({-1}).to(acc_type).contiguous();
+  const int64_t num_chunks = (n + kChunk - 1) / kChunk;
+  at::Tensor partial = at::empty({num_inputs, num_chunks}, first.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(),
+                                  "mixed_sum_backward_cpu", [&] {
+    std::vector<const scalar_t*> xs;
+    std::vector<scalar_t*> gxs;
+    for (int64_t m = 0; m < num_inputs; ++m) {
+      xs.push_back(outputs[m].const_data_ptr<scalar_t>());
+      gxs.push_back(grad_outputs[m].mutable_data_ptr<scalar_t>());
+    }
+    backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), xs, gxs,
+                              w.const_data_ptr<at::opmath_type<scalar_t>>(),
+                              partial.mutable_data_ptr<at::opmath_type<scalar_t>>(), num_chunks,
+                              n);
+  });
+  return {grad_outputs, partial.sum(1).to(weights.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastdarts_C, CPU, m) {
+  m.impl("mixed_sum_forward", &mixed_sum_forward_cpu);
+  m.impl("mixed_sum_backward", &mixed_sum_backward_cpu);
+}
+
+}  // namespace fastdarts
