@@ -1,0 +1,12 @@
+// Schemas of the Architect's flat-buffer ops (see fastdarts/ops/flat.py).
+//   virtual_step_(w, backup, g, m?, eta, momentum, wd, g_scale?):
+//       backup <- w; w <- w - eta * (momentum * m + g_scale * g + wd * w)
+//   perturb_(w, backup, v, R, sign):  w <- backup + sign * R * v
+// eta, R and g_scale are 0-d device tensors: no host sync, graph-capturable.
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(fastdarts_C, m) {
+  m.def("virtual_step_(Tensor(a!) w, Tensor(b!) backup, Tensor g, Tensor? m, Tensor eta, "
+        "float momentum, float wd, Tensor? g_scale) -> ()");
+  m.def("perturb_(Tensor(a!) w, Tensor backup, Tensor v, Tensor R, float sign) -> ()");
+}
