@@ -6,6 +6,8 @@ never syncs with the host and can be captured in a CUDA graph.
 
   virtual_step_:  backup <- w;  w <- w - eta * (momentum * m + s * g + wd * w)
   perturb_:       w <- backup + sign * R * v
+  sgd_step_:      d = s * g + wd * w;  m <- momentum * m + d;  w <- w - lr * m
+                  (torch.optim.SGD with momentum, dampening 0, no nesterov)
 
 Bytes per element (fp32): virtual_step_ reads w, g, m and writes w, backup:
 20 B; perturb_ reads backup, v and writes w: 12 B.  Both are bandwidth bound
@@ -55,6 +57,25 @@ def _perturb_kernel(w_ptr, backup_ptr, v_ptr, r_ptr, n, sign, FP64: tl.constexpr
     tl.store(w_ptr + offs, (b_raw.to(acc) + r * v).to(b_raw.dtype), mask=mask)
 
 
+@triton.jit
+def _sgd_step_kernel(w_ptr, m_ptr, g_ptr, lr_ptr, gscale_ptr, n, momentum, wd,
+                     HAS_GSCALE: tl.constexpr, FP64: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    acc = tl.float64 if FP64 else tl.float32
+    w_raw = tl.load(w_ptr + offs, mask=mask)
+    w = w_raw.to(acc)
+    d = tl.load(g_ptr + offs, mask=mask).to(acc)
+    if HAS_GSCALE:
+        d = d * tl.load(gscale_ptr).to(acc)
+    d = d + w * wd
+    m = tl.load(m_ptr + offs, mask=mask).to(acc) * momentum + d
+    tl.store(m_ptr + offs, m.to(w_raw.dtype), mask=mask)
+    lr = tl.load(lr_ptr).to(acc)
+    tl.store(w_ptr + offs, (w - lr * m).to(w_raw.dtype), mask=mask)
+
+
 def virtual_step_(w: torch.Tensor, backup: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None,
                   eta: torch.Tensor, momentum: float, wd: float,
                   g_scale: torch.Tensor | None) -> None:
@@ -72,3 +93,12 @@ def perturb_(w: torch.Tensor, backup: torch.Tensor, v: torch.Tensor, R: torch.Te
     grid = (triton.cdiv(n, BLOCK),)
     _perturb_kernel[grid](w, backup, v, R, n, float(sign), FP64=w.dtype == torch.float64,
                           BLOCK=BLOCK)
+
+
+def sgd_step_(w: torch.Tensor, m: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, momentum: float,
+              wd: float, g_scale: torch.Tensor | None) -> None:
+    n = w.numel()
+    grid = (triton.cdiv(n, BLOCK),)
+    _sgd_step_kernel[grid](w, m, g, lr, g_scale if g_scale is not None else lr, n, float(momentum),
+                           float(wd), HAS_GSCALE=g_scale is not None,
+                           FP64=w.dtype == torch.float64, BLOCK=BLOCK)

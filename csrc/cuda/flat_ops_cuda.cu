@@ -62,6 +62,25 @@ __global__ void perturb_kernel(T* __restrict__ w, const T* __restrict__ backup,
   }
 }
 
+template <typename T, bool HAS_SCALE>
+__global__ void sgd_step_kernel(T* __restrict__ w, T* __restrict__ m, const T* __restrict__ g,
+                                const T* __restrict__ lr_p, const T* __restrict__ scale_p, int64_t n,
+                                typename Acc<T>::type momentum, typename Acc<T>::type wd) {
+  using A = typename Acc<T>::type;
+  const A lr = static_cast<A>(*lr_p);
+  const A s = HAS_SCALE ? static_cast<A>(*scale_p) : A(1);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const A wv = static_cast<A>(w[i]);
+    A d = static_cast<A>(g[i]);
+    if (HAS_SCALE) d = d * s;
+    d = d + wv * wd;
+    const A mv = static_cast<A>(m[i]) * momentum + d;
+    m[i] = static_cast<T>(mv);
+    w[i] = static_cast<T>(wv - lr * mv);
+  }
+}
+
 void check_flat(const at::Tensor& t, const at::Tensor& w, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.device() == w.device(), name, " must be on ", w.device());
   TORCH_CHECK(t.is_contiguous() && t.numel() == w.numel() && t.scalar_type() == w.scalar_type(),
@@ -122,11 +141,37 @@ void perturb_cuda(at::Tensor w, const at::Tensor& backup, const at::Tensor& v, c
   });
 }
 
+void sgd_step_cuda(at::Tensor w, at::Tensor m, const at::Tensor& g, const at::Tensor& lr,
+                   double momentum, double wd, const c10::optional<at::Tensor>& g_scale) {
+  check_flat(w, w, "w");
+  check_flat(m, w, "m");
+  check_flat(g, w, "g");
+  check_scalar(lr, w, "lr");
+  if (g_scale.has_value()) check_scalar(*g_scale, w, "g_scale");
+  const int64_t n = w.numel();
+  if (n == 0) return;
+  c10::cuda::CUDAGuard guard(w.device());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "sgd_step_", [&] {
+    using A = typename Acc<scalar_t>::type;
+    const scalar_t* sp = g_scale.has_value() ? g_scale->data_ptr<scalar_t>() : nullptr;
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks_for(n), kThreads, 0, stream>>>(w.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
+                                                      g.data_ptr<scalar_t>(), lr.data_ptr<scalar_t>(),
+                                                      sp, n, static_cast<A>(momentum), static_cast<A>(wd));
+    };
+    if (sp) launch(sgd_step_kernel<scalar_t, true>);
+    else launch(sgd_step_kernel<scalar_t, false>);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastdarts_C, CUDA, m) {
   m.impl("virtual_step_", &virtual_step_cuda);
   m.impl("perturb_", &perturb_cuda);
+  m.impl("sgd_step_", &sgd_step_cuda);
 }
 
 }  // namespace fastdarts

@@ -4,6 +4,10 @@
         backup <- w;  w <- w - eta * (momentum * m + g_scale * g + wd * w)
     torch.ops.fastdarts.perturb_(w, backup, v, R, sign)
         w <- backup + sign * R * v
+    torch.ops.fastdarts.sgd_step_(w, m, g, lr, momentum, wd, g_scale)
+        d = g_scale * g + wd * w;  m <- momentum * m + d;  w <- w - lr * m
+        (torch.optim.SGD's momentum step, dampening 0, no nesterov, with the
+        gradient-clipping scale folded in: the captured search step's weight update)
 
 ``w, backup, g, m, v`` are 1-D contiguous tensors of one dtype and device;
 ``eta``, ``R`` and ``g_scale`` are one-element tensors on that device (never
@@ -101,8 +105,36 @@ def _(w, backup, v, R, sign):
     return None
 
 
+def sgd_step_reference(w, m, g, lr, momentum, wd, g_scale):
+    # the same operations, in the same order, as torch.optim.SGD's foreach path
+    d = g * g_scale if g_scale is not None else g
+    d = d.add(w, alpha=wd)
+    m.mul_(momentum).add_(d)
+    w.sub_(lr * m)
+
+
+@torch.library.custom_op("fastdarts::sgd_step_", mutates_args=("w", "m"))
+def sgd_step_(w: Tensor, m: Tensor, g: Tensor, lr: Tensor, momentum: float, wd: float,
+              g_scale: Tensor | None) -> None:
+    """SGD with momentum on the flat buffer, in one launch."""
+    _check(w, m, {"g": g}, {"lr": lr, "g_scale": g_scale})
+    backend = backends.resolve(OP_NAME, w.device, SUPPORTED)
+    if backend == "triton":
+        load_triton_kernels("flat").sgd_step_(w, m, g, lr, momentum, wd, g_scale)
+    elif backend == "cuda":
+        torch.ops.fastdarts_C.sgd_step_(w, m, g, lr, momentum, wd, g_scale)
+    else:
+        sgd_step_reference(w, m, g, lr, momentum, wd, g_scale)
+
+
+@sgd_step_.register_fake
+def _(w, m, g, lr, momentum, wd, g_scale):
+    return None
+
+
 def cuda_kernels_built() -> bool:
     return _ext.has_op("perturb_") and _ext.built_with_cuda()
 
 
-__all__ = ["virtual_step_", "perturb_", "virtual_step_reference", "perturb_reference"]
+__all__ = ["virtual_step_", "perturb_", "sgd_step_", "virtual_step_reference", "perturb_reference",
+           "sgd_step_reference"]
