@@ -4,8 +4,11 @@ from . import functional, genotypes, reference
 from .backends import available_backends, set_backend
 from .genotypes import Genotype, RNNGenotype
 from .nn import MixedOp
+from .architect import Architect, CNNArchitect, RNNArchitect
+from .step import CaptureError, SearchStep
 
 __version__ = "0.1.0"
 
 __all__ = ["genotypes", "reference", "Genotype", "RNNGenotype", "__version__",
-           "available_backends", "set_backend", "functional", "MixedOp"]
+           "available_backends", "set_backend", "functional", "MixedOp", "Architect",
+           "CNNArchitect", "RNNArchitect", "SearchStep", "CaptureError"]
