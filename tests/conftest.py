@@ -6,8 +6,17 @@ collection) when no CUDA device is visible, so the suite collects on any machine
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Without a GPU, run the Triton kernels in Triton's interpreter so that plain
+# `python -m pytest` checks them too.  This must happen before anything imports
+# triton (conftest.py is loaded before the test modules); an explicit
+# TRITON_INTERPRET in the environment wins.
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def cuda_available() -> bool:
