@@ -126,14 +126,17 @@ def node_backward_math(grad: Tensor, ch: Tensor, states: Tensor, probs: Tensor
 
 def _reference_forward(ch, states, probs):
     acc = acc_dtype(ch.dtype)
-    return node_forward_math(ch.to(acc), states.to(acc), probs.to(acc)).to(ch.dtype)
+    # contiguous: elementwise ops would hand a strided states' layout on to s.
+    s = node_forward_math(ch.to(acc), states.to(acc), probs.to(acc))
+    return s.to(ch.dtype).contiguous()
 
 
 def _reference_backward(grad, ch, states, probs):
     acc = acc_dtype(ch.dtype)
     d_ch, d_states, d_probs = node_backward_math(grad.to(acc), ch.to(acc), states.to(acc),
                                                  probs.to(acc))
-    return d_ch.to(ch.dtype), d_states.to(ch.dtype), d_probs
+    return (d_ch.to(ch.dtype).contiguous(),
+            d_states.to(ch.dtype).contiguous(), d_probs)
 
 
 # -- compiled backends -----------------------------------------------------------------------
