@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compile every csrc/cuda/*.cu file (compile only: no GPU needed, no linking) against the
-# installed torch headers, with the flags setup.py uses.  Exits non-zero if any fails.
+# installed torch headers, with the flags setup.py and torch.utils.cpp_extension use.
+# Exits non-zero if any file fails.
 #   bash bench/compile_cuda.sh            # all files
 #   ARCHS="80 90" bash bench/compile_cuda.sh
 set -euo pipefail

@@ -295,3 +295,12 @@ def test_gpu_gradcheck_opcheck_determinism(backend, use_backend):
         mixed_sum(big, wb).float().sum().backward()
         grads.append(wb.grad)
     assert torch.equal(grads[0], grads[1])
+
+
+def test_auto_dispatch_on_cpu_prefers_reference(use_backend, monkeypatch):
+    # The C++ CPU kernel is opt-in (see SUPPORTED / bench/NOTES.md): auto picks reference.
+    monkeypatch.delenv("FASTDARTS_BACKEND", raising=False)
+    backends.set_backend(None)
+    assert mixed_sum_mod.current_backend("cpu") == "reference"
+    use_backend("cpu", "cpu", EXT_OP)
+    assert mixed_sum_mod.current_backend("cpu") == "cpu"
