@@ -2,8 +2,10 @@
 // csrc/mixed_sum.cpp).  One pass over memory each way:
 //   forward  reads M*N, writes N         (the reference: M passes of read 2N, write N)
 //   backward reads N + M*N, writes M*N   (the reference: 2M passes plus temporaries)
-// Work is split into fixed kChunk-element chunks (at::parallel_for); within a chunk a
+// Work is split into fixed kChunk-element chunks (at::parallel_for; note that it only
+// runs in parallel when the extension is compiled with -fopenmp); within a chunk a
 // kTile-element float accumulator stays in L1 while the M inputs stream through it.
+// Auto dispatch on CPU prefers the reference backend: see bench/NOTES.md, "mixed_sum".
 // grad_weights: one partial per (input, chunk) from kLanes independent lane sums (so
 // the compiler can vectorise without reassociating), then a fixed-order sum: results
 // do not depend on the thread count.
