@@ -1,0 +1,125 @@
+"""The fused DARTS recurrent search model: every node is one matmul + one ``rnn_node``.
+
+A drop-in for ``fastdarts.reference.rnn.RNNModelSearch``: same constructor, module
+tree, state_dict keys (``encoder.weight``, ``rnns.0._W0``, ``rnns.0._Ws.{0..7}``,
+``rnns.0.bn.*``, ``decoder.*``), construction order (so one seed gives the same
+weights), arch tensor ``weights`` [36, 5], ``arch_parameters()``, ``_loss``,
+``genotype()``, ``init_hidden`` and ``new()``.  Only the cell's computation differs:
+
+* the x-part of node 0's matmul, (x * x_mask) @ W0[:ninp], is one matmul over all
+  T time steps before the loop (x and the fixed x_mask are known for the whole
+  sequence); each step adds only (h_prev * h_mask) @ W0[ninp:] (one addmm).
+  Exact in real arithmetic; T small matmuls fewer.
+* each node i is one cuBLAS matmul of its i+1 (masked) states with W_i, as in
+  the original, then ONE ``fastdarts::rnn_node`` (sigmoid gate, four activations,
+  four blends and the weighted sum; the original launches ~25 kernels for it).
+* node 0's gate, s0 = h + sigmoid(c0) (tanh(h0) - h), is the same op with one
+  state and the one-hot weights of 'tanh'.
+* softmax(alpha) is taken once per forward, not once per time step.
+* the masked copy of each state is made once, when the state is made, not again
+  by every later node.
+
+BatchNorm1d(affine=False) stays the reference's module, called in the same
+order, so its running statistics match.  Dropout masks are drawn from the RNG in
+the reference's order (x_mask, then h_mask, per forward), so with one seed the two
+models give the same outputs in training mode with dropout on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ops import rnn_node as _rnn_node_op  # noqa: F401  (registers torch.ops.fastdarts.rnn_node)
+from ..reference.rnn import model_search as _ref
+
+__all__ = ["DARTSCellSearch", "RNNModelSearch"]
+
+_TANH = _ref.PRIMITIVES.index("tanh")
+
+
+class DARTSCellSearch(_ref.DARTSCellSearch):
+    """The search cell with the reference's parameters (``_W0`` [ninp+nhid, 2nhid],
+    ``_Ws`` 8 x [nhid, 2nhid], ``bn``) and fused nodes.
+
+    forward(inputs: [T, B, ninp], hidden: [1, B, nhid]) -> (hiddens [T, B, nhid],
+    last hidden [1, B, nhid]).  ``self.weights`` [36, 5] is set by the model.
+    """
+
+    def forward(self, inputs: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        T, B, ninp = inputs.shape
+        if self.training:  # same draws, same order as the reference
+            x_mask = _ref.mask2d(B, ninp, 1.0 - self.dropoutx, inputs)
+            h_mask = _ref.mask2d(B, hidden.size(2), 1.0 - self.dropouth, inputs)
+            x = inputs * x_mask
+        else:
+            x, h_mask = inputs, None
+        # x-part of every step's node-0 matmul at once: [T*B, ninp] @ [ninp, 2nhid].
+        x_ch = x.reshape(T * B, ninp).mm(self._W0[:ninp]).view(T, B, 2 * self.nhid)
+        probs = F.softmax(self.weights, dim=-1)
+        h = hidden[0]
+        hiddens = []
+        for t in range(T):
+            h = self._fused_cell(x_ch[t], h, h_mask, probs)
+            hiddens.append(h)
+        hiddens = torch.stack(hiddens)
+        return hiddens, hiddens[-1].unsqueeze(0)
+
+    def cell(self, x: Tensor, h_prev: Tensor, x_mask: Tensor | None, h_mask: Tensor | None
+             ) -> Tensor:
+        """One time step with the reference's signature: x [B, ninp], h_prev [B, nhid]."""
+        x = x * x_mask if self.training else x
+        probs = F.softmax(self.weights, dim=-1)
+        return self._fused_cell(x.mm(self._W0[:x.size(-1)]), h_prev, h_mask, probs)
+
+    def _fused_cell(self, x_ch: Tensor, h_prev: Tensor, h_mask: Tensor | None,
+                    probs: Tensor) -> Tensor:
+        """x_ch [B, 2nhid] = (masked x) @ W0[:ninp]; h_prev [B, nhid]; probs [36, 5]."""
+        ninp = self._W0.size(0) - self.nhid
+        h_in = h_prev * h_mask if h_mask is not None else h_prev
+        ch0 = torch.addmm(x_ch, h_in, self._W0[ninp:])
+        # probs of node 0: 'tanh' only (zeros elsewhere: 0 * finite adds exactly 0).
+        tanh_only = torch.zeros(1, probs.size(1), dtype=probs.dtype, device=probs.device)
+        tanh_only[0, _TANH] = 1.0
+        s0 = self.bn(torch.ops.fastdarts.rnn_node(ch0.unsqueeze(0), h_prev.unsqueeze(0),
+                                                  tanh_only))
+        states = s0.unsqueeze(0)
+        masked = (s0 * h_mask).unsqueeze(0) if h_mask is not None else states
+        offset = 0
+        for i in range(_ref.STEPS):
+            ch = masked.view(-1, self.nhid).mm(self._Ws[i]).view(i + 1, -1, 2 * self.nhid)
+            s = self.bn(torch.ops.fastdarts.rnn_node(ch, states, probs[offset:offset + i + 1]))
+            states = torch.cat([states, s.unsqueeze(0)], 0)
+            if h_mask is not None:
+                masked = torch.cat([masked, (s * h_mask).unsqueeze(0)], 0)
+            else:
+                masked = states
+            offset += i + 1
+        return torch.mean(states[-_ref.CONCAT:], dim=0)
+
+
+class RNNModelSearch(_ref.RNNModelSearch):
+    """The DARTS RNN search model with the fused cell; see the module docstring.
+
+    RNNModelSearch(ntoken, ninp, nhid, nhidlast, dropout=0.5, dropouth=0.5,
+    dropoutx=0.5, dropouti=0.5, dropoute=0.1); forward(input: [T, B] token ids,
+    hidden: [[1, B, nhid]]) -> (log_prob [T, B, ntoken], [hidden [1, B, nhid]]).
+    """
+
+    def __init__(self, ntoken, ninp, nhid, nhidlast, dropout=0.5, dropouth=0.5, dropoutx=0.5,
+                 dropouti=0.5, dropoute=0.1):
+        # The reference RNNModel constructor with the fused cell class: identical module
+        # tree and parameter creation order.
+        _ref.RNNModel.__init__(self, ntoken, ninp, nhid, nhidlast, dropout, dropouth, dropoutx,
+                               dropouti, dropoute, cell_cls=DARTSCellSearch, genotype=None)
+        self._args = (ntoken, ninp, nhid, nhidlast, dropout, dropouth, dropoutx, dropouti,
+                      dropoute)
+        self._initialize_arch_parameters()
+
+    def new(self) -> RNNModelSearch:
+        """A fresh fused model with the same hyperparameters and a copy of the alphas."""
+        model_new = type(self)(*self._args).to(self.weights)
+        for x, y in zip(model_new.arch_parameters(), self.arch_parameters(), strict=True):
+            x.data.copy_(y.data)
+        return model_new
