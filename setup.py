@@ -36,13 +36,20 @@ def _extensions():
               "extension (use `pip install --no-build-isolation .` to build it)", file=sys.stderr)
         return [], {}
 
-    sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))]
-    sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))]
-    cuda_sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]
+    def files(*parts):
+        return [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", *parts)))]
+
+    sources = files("*.cpp") + files("cpu", "*.cpp")
+    cuda_sources = files("cuda", "*.cu")
 
     want_cuda = not _flag("FASTDARTS_SKIP_CUDA_BUILD") and CUDA_HOME is not None and (
         _flag("FORCE_CUDA") or torch.cuda.is_available())
     cxx = ["-O3", "-std=c++17"]
+    link = []
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is inline: without -fopenmp our CPU kernels run on one thread
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     if want_cuda:
         nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
                 "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__"]
@@ -50,9 +57,10 @@ def _extensions():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
         ext = CUDAExtension("fastdarts._C", sources + cuda_sources,
                             define_macros=[("FASTDARTS_WITH_CUDA", None)],
-                            extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+                            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link)
     else:
-        ext = CppExtension("fastdarts._C", sources, extra_compile_args={"cxx": cxx})
+        ext = CppExtension("fastdarts._C", sources, extra_compile_args={"cxx": cxx},
+                           extra_link_args=link)
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 

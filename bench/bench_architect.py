@@ -79,8 +79,8 @@ def main(argv=None):
             a_f.step(x, y, xv, yv, 0.025, o_f, unrolled)
 
         base_t = None
-        for name, fn, model in (("reference Architect", ref_arch, m_ref),
-                                ("fastdarts Architect", fused_arch, m_f)):
+        for name, fn in (("reference Architect", ref_arch),
+                         ("fastdarts Architect", fused_arch)):
             t = time_ms(fn, dev, reps=a.reps)
             base_t = base_t or t["median_ms"]
             rows.append({**common, "what": f"architect step {order}", "path": name, **t,

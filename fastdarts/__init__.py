@@ -1,10 +1,10 @@
 """fastdarts: fast, faithful Differentiable Architecture Search."""
 
 from . import functional, genotypes, reference
+from .architect import Architect, CNNArchitect, RNNArchitect
 from .backends import available_backends, set_backend
 from .genotypes import Genotype, RNNGenotype
 from .nn import MixedOp
-from .architect import Architect, CNNArchitect, RNNArchitect
 from .step import CaptureError, SearchStep
 
 __version__ = "0.1.0"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections import namedtuple
-from typing import Union
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 # Typename "Genotype" as in the original rnn/genotypes.py, so reprs read back there.
@@ -67,7 +66,7 @@ RNN_DARTS = RNN_DARTS_V2
 PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS}
 PUBLISHED_RNN = {"DARTS_V1": RNN_DARTS_V1, "DARTS_V2": RNN_DARTS_V2, "DARTS": RNN_DARTS}
 
-AnyGenotype = Union[Genotype, RNNGenotype]
+AnyGenotype = Genotype | RNNGenotype
 
 
 class GenotypeError(ValueError):

@@ -312,3 +312,22 @@ def test_flat_ops_reject_mismatched_buffers():
         torch.ops.fastdarts.perturb_(w, torch.randn(11), torch.randn(10), torch.tensor(0.1), 1.0)
     with pytest.raises(ValueError, match="one-element"):
         torch.ops.fastdarts.perturb_(w, torch.randn(10), torch.randn(10), torch.ones(2), 1.0)
+
+
+def test_exact_hvp_through_the_fused_network_matches_the_reference_network():
+    """Double backward runs through the fused mixed_sum (its backward is differentiable
+    when create_graph=True)."""
+    from fastdarts.nn import Network as FusedNetwork
+
+    ref = tiny_cnn(seed=8, C=2, dtype=torch.float64)
+    torch.manual_seed(8)
+    fused = FusedNetwork(2, 3, 3, nn.CrossEntropyLoss()).double()
+    fused.load_state_dict(ref.state_dict())
+    for a, b in zip(fused.arch_parameters(), ref.arch_parameters()):
+        a.data.copy_(b.data)
+    xt, yt = cnn_batch(80)
+    xv, yv = cnn_batch(81)
+    for model in (ref, fused):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        A.Architect(model, cnn_args(), hvp="exact").step(xt, yt, xv, yv, 0.1, opt, True)
+    assert _rel(_grads(fused), _grads(ref)) < 1e-10

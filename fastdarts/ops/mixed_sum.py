@@ -216,6 +216,11 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     weights, *outputs = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # create_graph=True (double backward, e.g. the Architect's exact Hessian-vector
+        # product): the same math from differentiable torch ops
+        grad_outputs, grad_weights = naive.mixed_sum_backward(grad, outputs, weights.reshape(-1))
+        return grad_outputs, grad_weights.reshape(weights.shape)
     grad_outputs, grad_weights = torch.ops.fastdarts.mixed_sum_backward(grad, outputs, weights)
     return list(grad_outputs), grad_weights
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._arch import ArchTensorsFollowModel
 from ...genotypes import RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS, RNNGenotype
+from .._arch import ArchTensorsFollowModel
 
 INITRANGE = 0.04
 PRIMITIVES = RNN_PRIMITIVES
