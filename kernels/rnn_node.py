@@ -15,6 +15,7 @@ pass over g, ch and the states,
     d ch_j[:H] = g * (A_j - P_j * st_j) * c_j * (1 - c_j)  A_j = sum_f p[j, f] f(h_j)
     d ch_j[H:] = g * c_j * sum_f p[j, f] f'(h_j)
     partial[pid, j, f] = sum over this program's elements of g * (st_j + c_j (f(h_j) - st_j))
+    partial[pid, j, 0] = 0  ('none')
 
 and the launcher sums ``partial`` over programs (fixed order: deterministic, no
 float atomics).  Column 0 of probs ('none') is never read; its gradient is 0.
@@ -93,7 +94,7 @@ def rnn_node_bwd_kernel(g_ptr, ch_ptr, st_ptr, p_ptr, dch_ptr, dst_ptr, partial_
                         n_states, H, N, s_gb, s_gk,
                         s_chj, s_chb, s_chk, s_stj, s_stb, s_stk, s_pj, s_pf,
                         ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """d ch [n, B, 2H] and d states [n, B, H] (contiguous), partial [programs, n, 4]."""
+    """d ch [n, B, 2H] and d states [n, B, H] (contiguous), partial [programs, n, 5]."""
     pid = tl.program_id(0).to(tl.int64)
     e = pid * BLOCK + tl.arange(0, BLOCK)
     mask = e < N
@@ -125,11 +126,13 @@ def rnn_node_bwd_kernel(g_ptr, ch_ptr, st_ptr, p_ptr, dch_ptr, dst_ptr, partial_
         tl.store(dch_ptr + dch_off, d_c.to(dch_ptr.dtype.element_ty), mask=mask)
         tl.store(dch_ptr + dch_off + H, d_h.to(dch_ptr.dtype.element_ty), mask=mask)
         tl.store(dst_ptr + j * N + e, d_st.to(dst_ptr.dtype.element_ty), mask=mask)
-        p_off = partial_ptr + (pid * n_states + j) * 4
-        tl.store(p_off + 0, tl.sum(g * u_tanh, axis=0))
-        tl.store(p_off + 1, tl.sum(g * u_relu, axis=0))
-        tl.store(p_off + 2, tl.sum(g * u_sigm, axis=0))
-        tl.store(p_off + 3, tl.sum(g * u_iden, axis=0))
+        # Column 0 ('none') is stored as 0 so that d probs is ONE sum over programs.
+        p_off = partial_ptr + (pid * n_states + j) * 5
+        tl.store(p_off + 0, tl.sum(g * 0.0, axis=0))
+        tl.store(p_off + 1, tl.sum(g * u_tanh, axis=0))
+        tl.store(p_off + 2, tl.sum(g * u_relu, axis=0))
+        tl.store(p_off + 3, tl.sum(g * u_sigm, axis=0))
+        tl.store(p_off + 4, tl.sum(g * u_iden, axis=0))
 
 
 # -- launchers ----------------------------------------------------------------------------
@@ -173,14 +176,12 @@ def rnn_node_backward(grad: torch.Tensor, ch: torch.Tensor, states: torch.Tensor
     p = probs.to(acc_t)
     d_ch = torch.empty(n, B, 2 * H, dtype=ch.dtype, device=ch.device)
     d_states = torch.empty(n, B, H, dtype=ch.dtype, device=ch.device)
-    d_probs = torch.zeros(n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
     N = B * H
     if N == 0 or n == 0:
-        return d_ch, d_states, d_probs
+        return d_ch, d_states, torch.zeros(n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
     programs = triton.cdiv(N, BLOCK)
-    partial = torch.empty(programs, n, NUM_OPS, dtype=acc_t, device=ch.device)
+    partial = torch.empty(programs, n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
     rnn_node_bwd_kernel[(programs,)](grad, ch, states, p, d_ch, d_states, partial, n, H, N,
                                      *grad.stride(), *ch.stride(), *states.stride(),
                                      *p.stride(), ACC=acc_tl, BLOCK=BLOCK, num_warps=NUM_WARPS)
-    d_probs[:, 1:] = partial.sum(dim=0)  # fixed-order reduction over programs
-    return d_ch, d_states, d_probs
+    return d_ch, d_states, partial.sum(dim=0)  # fixed-order reduction over programs

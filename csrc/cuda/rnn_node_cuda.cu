@@ -93,7 +93,8 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   return v;
 }
 
-// d ch [n, B, 2H] and d states [n, B, H] contiguous; partial[(block * n + j) * 4 + f].
+// d ch [n, B, 2H] and d states [n, B, H] contiguous; partial[block, j, 1 + f] = this
+// block's sum for op f, partial[block, j, 0] = 0 ('none').
 // States outer, elements inner: grad is re-read n times, from L2 (B * H * 4 bytes = 300 KB
 // at the paper's shapes), so DRAM traffic stays one pass.
 template <typename scalar_t>
@@ -145,11 +146,13 @@ rnn_node_bwd_kernel(const scalar_t* __restrict__ grad, int64_t g_b, int64_t g_k,
     }
     __syncthreads();
     if (warp == 0) {
+      acc_t* row = partial + (static_cast<int64_t>(blockIdx.x) * n + j) * (kOps + 1);
 #pragma unroll
       for (int f = 0; f < kOps; ++f) {
         const acc_t v = warp_sum(lane < kWarps ? warp_sums[f][lane] : acc_t(0));
-        if (lane == 0) partial[(static_cast<int64_t>(blockIdx.x) * n + j) * kOps + f] = v;
+        if (lane == 0) row[1 + f] = v;
       }
+      if (lane == 0) row[0] = acc_t(0);  // 'none': d probs is then one sum over blocks
     }
     __syncthreads();  // warp_sums is reused by the next state
   }
@@ -220,7 +223,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_node_backward_cuda(
     const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
     const at::Tensor p = probs.to(acc_type).contiguous();
     const int blocks = blocks_for(N, kMaxBwdBlocks);
-    at::Tensor partial = at::empty({blocks, n, kOps}, ch.options().dtype(acc_type));
+    at::Tensor partial = at::empty({blocks, n, kOps + 1}, ch.options().dtype(acc_type));
     if (N > 0) {
       rnn_node_bwd_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
           g.const_data_ptr<scalar_t>(), g.stride(0), g.stride(1), ch.const_data_ptr<scalar_t>(),
@@ -231,9 +234,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_node_backward_cuda(
     } else {
       partial.zero_();
     }
-    // Column 0 ('none') is never computed on: its gradient is 0.
-    d_probs = at::cat({at::zeros({n, 1}, partial.options()), partial.sum(0)}, 1)
-                  .to(probs.scalar_type());
+    d_probs = partial.sum(0).to(probs.scalar_type());  // fixed-order sum over blocks
   });
   return {d_ch, d_states, d_probs};
 }
