@@ -22,6 +22,16 @@ EXT_OP = "rnn_node_forward"
 ACTS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 PRIMITIVES = ["none", "tanh", "relu", "sigmoid", "identity"]
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_cpu_thread():
+    """Tiny shapes gain nothing from intra-op threads, and on a loaded 2-core machine
+    OpenMP barriers stall (7 s instead of 1 s per model test); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # Outputs and d ch / d states are rounded once to the input dtype (bfloat16: one ulp
 # is 2**-8 relative, and the Triton interpreter rounds toward zero: 2**-7); d probs
 # is accumulated in float32 and returned in probs' dtype (float32 here), hence its

@@ -22,6 +22,16 @@ NTOKEN, NHID, T, B = 20, 8, 4, 3
 TOL = {torch.float32: 2e-5, torch.float64: 1e-11}  # relative to each tensor's max |value|
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_cpu_thread():
+    """Tiny shapes gain nothing from intra-op threads, and on a loaded 2-core machine
+    OpenMP barriers stall (7 s instead of 1 s per model test); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build_pair(dropout, dtype, seed=0):
     torch.manual_seed(seed)
     ref = ref_rnn.RNNModelSearch(NTOKEN, NHID, NHID, NHID, dropout, dropout, dropout, dropout,

@@ -15,7 +15,9 @@ weights), arch tensor ``weights`` [36, 5], ``arch_parameters()``, ``_loss``,
   four blends and the weighted sum; the original launches ~25 kernels for it).
 * node 0's gate, s0 = h + sigmoid(c0) (tanh(h0) - h), is the same op with one
   state and the one-hot weights of 'tanh'.
-* softmax(alpha) is taken once per forward, not once per time step.
+* softmax(alpha) is taken once per forward, not once per time step, and split
+  per node once (one cat in the backward instead of a zero [36, 5] per node and
+  step); the per-step x-parts are unbound, not indexed, for the same reason.
 * the masked copy of each state is made once, when the state is made, not again
   by every later node.
 
@@ -57,11 +59,13 @@ class DARTSCellSearch(_ref.DARTSCellSearch):
             x, h_mask = inputs, None
         # x-part of every step's node-0 matmul at once: [T*B, ninp] @ [ninp, 2nhid].
         x_ch = x.reshape(T * B, ninp).mm(self._W0[:ninp]).view(T, B, 2 * self.nhid)
-        probs = F.softmax(self.weights, dim=-1)
+        node_probs = self._node_probs()
         h = hidden[0]
         hiddens = []
-        for t in range(T):
-            h = self._fused_cell(x_ch[t], h, h_mask, probs)
+        # unbind, not x_ch[t]: its backward is one stack, where T selects would each
+        # write a zero [T, B, 2nhid] gradient (O(T^2) bytes).
+        for x_ch_t in x_ch.unbind(0):
+            h = self._fused_cell(x_ch_t, h, h_mask, node_probs)
             hiddens.append(h)
         hiddens = torch.stack(hiddens)
         return hiddens, hiddens[-1].unsqueeze(0)
@@ -70,32 +74,37 @@ class DARTSCellSearch(_ref.DARTSCellSearch):
              ) -> Tensor:
         """One time step with the reference's signature: x [B, ninp], h_prev [B, nhid]."""
         x = x * x_mask if self.training else x
+        return self._fused_cell(x.mm(self._W0[:x.size(-1)]), h_prev, h_mask, self._node_probs())
+
+    def _node_probs(self) -> list[Tensor]:
+        """[probs of node 0 ('tanh' only, [1, 5]), then node i's rows of softmax(alpha),
+        [i + 1, 5]].  Computed once per forward; torch.split's backward is one cat for all
+        nodes and steps, where per-step slices would each write a zero [36, 5] gradient."""
         probs = F.softmax(self.weights, dim=-1)
-        return self._fused_cell(x.mm(self._W0[:x.size(-1)]), h_prev, h_mask, probs)
+        # Node 0's gate is the op with one state and 'tanh' only (0 * finite adds exactly 0).
+        tanh_only = torch.zeros(1, probs.size(1), dtype=probs.dtype, device=probs.device)
+        tanh_only[0, _TANH] = 1.0
+        return [tanh_only, *torch.split(probs, list(range(1, _ref.STEPS + 1)))]
 
     def _fused_cell(self, x_ch: Tensor, h_prev: Tensor, h_mask: Tensor | None,
-                    probs: Tensor) -> Tensor:
-        """x_ch [B, 2nhid] = (masked x) @ W0[:ninp]; h_prev [B, nhid]; probs [36, 5]."""
+                    node_probs: list[Tensor]) -> Tensor:
+        """x_ch [B, 2nhid] = (masked x) @ W0[:ninp]; h_prev [B, nhid]; node_probs from
+        :meth:`_node_probs`.  Returns the next hidden state [B, nhid]."""
         ninp = self._W0.size(0) - self.nhid
         h_in = h_prev * h_mask if h_mask is not None else h_prev
         ch0 = torch.addmm(x_ch, h_in, self._W0[ninp:])
-        # probs of node 0: 'tanh' only (zeros elsewhere: 0 * finite adds exactly 0).
-        tanh_only = torch.zeros(1, probs.size(1), dtype=probs.dtype, device=probs.device)
-        tanh_only[0, _TANH] = 1.0
         s0 = self.bn(torch.ops.fastdarts.rnn_node(ch0.unsqueeze(0), h_prev.unsqueeze(0),
-                                                  tanh_only))
+                                                  node_probs[0]))
         states = s0.unsqueeze(0)
         masked = (s0 * h_mask).unsqueeze(0) if h_mask is not None else states
-        offset = 0
         for i in range(_ref.STEPS):
             ch = masked.view(-1, self.nhid).mm(self._Ws[i]).view(i + 1, -1, 2 * self.nhid)
-            s = self.bn(torch.ops.fastdarts.rnn_node(ch, states, probs[offset:offset + i + 1]))
+            s = self.bn(torch.ops.fastdarts.rnn_node(ch, states, node_probs[i + 1]))
             states = torch.cat([states, s.unsqueeze(0)], 0)
             if h_mask is not None:
                 masked = torch.cat([masked, (s * h_mask).unsqueeze(0)], 0)
             else:
                 masked = states
-            offset += i + 1
         return torch.mean(states[-_ref.CONCAT:], dim=0)
 
 
