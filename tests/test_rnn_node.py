@@ -128,6 +128,25 @@ def test_noncontiguous_inputs_and_grad(use_backend, backend):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_mixed_dtypes_promote(use_backend, backend):
+    """Under autocast the matmul gives bfloat16 ch and BatchNorm float32 states: the op
+    runs in float32 and hands each input its gradient in its own dtype."""
+    use_backend(backend, "cpu", EXT_OP)
+    ch, states, probs, grad = make_inputs(3, 3, 5, torch.float32, seed=11)
+    ch_bf16 = ch.to(torch.bfloat16).requires_grad_()
+    states = states.requires_grad_()
+    s = torch.ops.fastdarts.rnn_node(ch_bf16, states, probs)
+    assert s.dtype == torch.float32
+    s.backward(grad)
+    assert ch_bf16.grad.dtype == torch.bfloat16 and states.grad.dtype == torch.float32
+    ch32 = ch_bf16.detach().float().requires_grad_()
+    states32 = states.detach().requires_grad_()
+    torch.ops.fastdarts.rnn_node(ch32, states32, probs).backward(grad)
+    torch.testing.assert_close(states.grad, states32.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ch_bf16.grad, ch32.grad.to(torch.bfloat16), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_probs_grad_deterministic(use_backend, backend):
     use_backend(backend, "cpu", EXT_OP)
     ch, states, probs, grad = make_inputs(8, 33, 31, torch.float32)  # > 1 Triton program
@@ -171,13 +190,18 @@ def test_opcheck(use_backend, backend):
                           (ch.requires_grad_(), states.requires_grad_(), probs.requires_grad_()))
     torch.library.opcheck(torch.ops.fastdarts.rnn_node_backward,
                           (grad, ch.detach(), states.detach(), probs.detach()))
+    # Mixed dtypes (autocast): the fake impls must promote as the real ones do.
+    ch_bf16 = ch.detach().to(torch.bfloat16).requires_grad_()
+    torch.library.opcheck(torch.ops.fastdarts.rnn_node, (ch_bf16, states, probs))
+    torch.library.opcheck(torch.ops.fastdarts.rnn_node_backward,
+                          (grad, ch_bf16.detach(), states.detach(), probs.detach()))
 
 
 @pytest.mark.parametrize("bad, match", [
     (dict(states=torch.zeros(2, 3)), r"states must be \[n, B, H\]"),
     (dict(ch=torch.zeros(2, 3, 9)), r"ch must be \[n, B, 2H\]"),
     (dict(probs=torch.zeros(2, 4)), r"probs must be \[n, 5\]"),
-    (dict(states=torch.zeros(2, 3, 5, dtype=torch.float64)), "share one floating dtype"),
+    (dict(states=torch.zeros(2, 3, 5, dtype=torch.int64)), "must be float16/bfloat16"),
     (dict(states=torch.zeros(0, 3, 5), ch=torch.zeros(0, 3, 10), probs=torch.zeros(0, 5)),
      "at least one incoming state"),
 ])

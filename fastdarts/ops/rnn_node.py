@@ -60,9 +60,9 @@ def check_inputs(ch: Tensor, states: Tensor, probs: Tensor) -> None:
     if tuple(probs.shape) != (n, 1 + len(OPS)):
         raise ValueError(f"rnn_node probs must be [n, {1 + len(OPS)}] = [{n}, {1 + len(OPS)}] "
                          f"(columns: none, {', '.join(OPS)}), got {tuple(probs.shape)}")
-    if ch.dtype not in _FLOATING or states.dtype != ch.dtype:
-        raise ValueError(f"rnn_node ch and states must share one floating dtype "
-                         f"(float16/bfloat16/float32/float64), got {ch.dtype} and {states.dtype}")
+    if ch.dtype not in _FLOATING or states.dtype not in _FLOATING:
+        raise ValueError(f"rnn_node ch and states must be float16/bfloat16/float32/float64, "
+                         f"got {ch.dtype} and {states.dtype}")
     if not probs.is_floating_point():
         raise ValueError(f"rnn_node probs must be floating point, not {probs.dtype}")
     if states.device != ch.device or probs.device != ch.device:
@@ -71,6 +71,17 @@ def check_inputs(ch: Tensor, states: Tensor, probs: Tensor) -> None:
     if ch.numel() >= 2**31:
         raise ValueError("rnn_node ch has 2**31 elements or more; the kernels index with int32 "
                          "strides: split the batch")
+
+
+def io_dtype(ch: Tensor, states: Tensor) -> torch.dtype:
+    """The dtype the kernels run in and s is returned in: ch's and states' common dtype
+    (under autocast the matmul gives bfloat16 ch while BatchNorm gives float32 states)."""
+    return torch.promote_types(ch.dtype, states.dtype)
+
+
+def _common(ch: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
+    dtype = io_dtype(ch, states)
+    return ch.to(dtype), states.to(dtype)  # a copy only when the dtypes differ
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -185,18 +196,20 @@ def rnn_node(ch: Tensor, states: Tensor, probs: Tensor) -> Tensor:
 
     ch: [n, B, 2H] (float16/bfloat16/float32/float64, any strides), the matmul of
     the (masked) states with W_i: c = ch[..., :H], h = ch[..., H:].
-    states: [n, B, H], ch's dtype, the unmasked states.
+    states: [n, B, H] (any floating dtype and strides), the unmasked states.
     probs: [n, 5] softmax weights, columns (none, tanh, relu, sigmoid, identity).
-    Returns s [B, H] (contiguous, ch's dtype; float32 accumulation, float64 for float64).
+    Returns s [B, H], contiguous, in the common dtype of ch and states (mixed dtypes
+    are promoted first: one copy); float32 accumulation, float64 for float64.
     """
     check_inputs(ch, states, probs)
+    ch, states = _common(ch, states)
     return _FORWARD[_pick(ch.device)](ch, states, probs)
 
 
 @rnn_node.register_fake
 def _rnn_node_fake(ch, states, probs):
     check_inputs(ch, states, probs)
-    return states.new_empty(states.shape[1:])
+    return states.new_empty(states.shape[1:], dtype=io_dtype(ch, states))
 
 
 @torch.library.custom_op("fastdarts::rnn_node_backward", mutates_args=())
@@ -205,16 +218,18 @@ def rnn_node_backward(grad: Tensor, ch: Tensor, states: Tensor, probs: Tensor
     """One pass: (d ch [n, B, 2H], d states [n, B, H], d probs [n, 5]).
 
     grad: [B, H], any strides.  ch, states, probs as in :func:`rnn_node`.  d ch
-    and d states are contiguous in ch's dtype; d probs has probs' dtype, column 0
-    ('none') zero.
+    and d states are contiguous, in ch's and states' dtypes; d probs has probs'
+    dtype, column 0 ('none') zero.
     """
     check_inputs(ch, states, probs)
     if tuple(grad.shape) != tuple(states.shape[1:]):
         raise ValueError(f"rnn_node_backward grad must be [B, H] = {tuple(states.shape[1:])}, "
                          f"got {tuple(grad.shape)}")
+    ch_dtype, states_dtype = ch.dtype, states.dtype
+    ch, states = _common(ch, states)
     grad = grad.to(ch.dtype)
     d_ch, d_states, d_probs = _BACKWARD[_pick(ch.device)](grad, ch, states, probs)
-    return d_ch, d_states, d_probs.to(probs.dtype)
+    return d_ch.to(ch_dtype), d_states.to(states_dtype), d_probs.to(probs.dtype)
 
 
 @rnn_node_backward.register_fake
