@@ -17,6 +17,7 @@ import torch
 
 from fastdarts.nn.search_rnn import RNNModelSearch
 from fastdarts.reference import rnn as ref_rnn
+from tests.helpers import rnn_args
 
 NTOKEN, NHID, T, B = 20, 8, 4, 3
 TOL = {torch.float32: 2e-5, torch.float64: 1e-11}  # relative to each tensor's max |value|
@@ -185,3 +186,19 @@ def test_matches_reference_gpu(use_backend, backend, mode):
     ref.cuda()
     fused.cuda()
     compare(ref, fused, torch.float32, train=mode != "eval", device="cuda")
+
+
+def test_second_order_architect_step_matches(use_backend):
+    """The reference Architect's unrolled (second-order) step drives the fused model as it
+    drives the reference one: new(), the virtual step, the finite-difference Hessian and
+    the BN statistics all line up (float64, dropout on, one seed)."""
+    use_backend("reference", "cpu")
+    alphas = []
+    for model in build_pair(0.2, torch.float64):
+        architect = ref_rnn.Architect(model, rnn_args())
+        (h, x, y), (hv, xv, yv) = batch(torch.float64, seed=2), batch(torch.float64, seed=3)
+        torch.manual_seed(4)
+        architect.step(h, x, y, hv, xv, yv, torch.optim.SGD(model.parameters(), lr=0.1),
+                       unrolled=True)
+        alphas.append(model.weights.detach().clone())
+    assert_rel(alphas[1], alphas[0], 1e-11, "alpha after a second-order step")
