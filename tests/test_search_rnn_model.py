@@ -202,3 +202,22 @@ def test_second_order_architect_step_matches(use_backend):
                        unrolled=True)
         alphas.append(model.weights.detach().clone())
     assert_rel(alphas[1], alphas[0], 1e-11, "alpha after a second-order step")
+
+
+@pytest.mark.parametrize("backend, hvp", [("reference", "finite_difference"),
+                                          ("reference", "exact"), ("triton", "exact")])
+def test_fused_architect_step_matches(use_backend, backend, hvp):
+    """fastdarts' in-place Architect on both models; ``hvp="exact"`` differentiates the
+    gradient (double backward through rnn_node_backward)."""
+    from fastdarts.architect import RNNArchitect
+
+    use_backend(backend, "cpu")
+    alphas = []
+    for model in build_pair(0.2, torch.float64):
+        architect = RNNArchitect(model, rnn_args(), hvp=hvp)
+        (h, x, y), (hv, xv, yv) = batch(torch.float64, seed=2), batch(torch.float64, seed=3)
+        torch.manual_seed(4)
+        architect.step(h, x, y, hv, xv, yv, torch.optim.SGD(model.parameters(), lr=0.1),
+                       unrolled=True)
+        alphas.append(model.weights.detach().clone())
+    assert_rel(alphas[1], alphas[0], 1e-11, f"alpha after a second-order step ({hvp})")
