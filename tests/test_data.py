@@ -1,0 +1,133 @@
+"""Data layer: CIFAR-10 reader, digits default, split, device loader, text corpora."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from fastdarts import data as D
+
+
+def _write_cifar(root, n=20, seed=0):
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        y = rng.integers(0, 10, n).tolist()
+        with open(d / name, "wb") as f:
+            pickle.dump({b"data": x, b"labels": y}, f)
+        batches[name] = (x, y)
+    return batches
+
+
+def test_cifar_round_trip(tmp_path):
+    batches = _write_cifar(tmp_path)
+    train = D.load_cifar10(tmp_path)
+    test = D.load_cifar10(tmp_path / "cifar-10-batches-py", train=False)
+    assert train.images.shape == (100, 3, 32, 32) and train.images.dtype == torch.uint8
+    x, y = batches["data_batch_2"]
+    assert torch.equal(train.images[20:40], torch.from_numpy(x.reshape(-1, 3, 32, 32)))
+    assert train.labels[20:40].tolist() == y
+    assert len(test) == 20 and test.num_classes == 10
+
+
+def test_cifar_errors_say_where_and_what(tmp_path):
+    with pytest.raises(D.DatasetError, match=r"no CIFAR-10 found at .*data_batch_1\.\.5"):
+        D.load_cifar10(tmp_path / "nowhere")
+    _write_cifar(tmp_path)
+    d = tmp_path / "cifar-10-batches-py"
+    (d / "data_batch_3").unlink()
+    with pytest.raises(D.DatasetError, match="missing CIFAR-10 file .*data_batch_3"):
+        D.load_cifar10(tmp_path)
+    (d / "data_batch_3").write_bytes(b"\x80\x04 truncated")
+    with pytest.raises(D.DatasetError, match="data_batch_3.*not a CIFAR-10 python batch"):
+        D.load_cifar10(tmp_path)
+    with open(d / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": np.zeros((5, 100), np.uint8), b"labels": [0] * 5}, f)
+    with pytest.raises(D.DatasetError, match=r"expected \[n, 3072\]"):
+        D.load_cifar10(tmp_path)
+
+
+def test_digits_default_and_split():
+    digits = D.load_digits_images()
+    assert digits.images.shape == (1797, 3, 16, 16) and digits.num_classes == 10
+    w, a = D.search_split(digits, 0.5)
+    assert len(w) == 898 and len(a) == 899
+    assert torch.equal(w.images, digits.images[:898])
+
+
+def _toy(n=10, hw=8):
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (n, 3, hw, hw), generator=g, dtype=torch.uint8)
+    return D.ImageData(imgs, torch.arange(n), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 10, "toy")
+
+
+def test_loader_normalises_and_covers_each_example_once():
+    data = _toy(10)
+    loader = D.DeviceLoader(data, 4, "cpu", augment=False, shuffle=True, seed=3)
+    seen = []
+    for x, y in loader:
+        seen += y.tolist()
+        ref = (data.images[y].float() / 255 - torch.tensor(data.mean).view(1, 3, 1, 1)) \
+            / torch.tensor(data.std).view(1, 3, 1, 1)
+        torch.testing.assert_close(x, ref)
+    assert sorted(seen) == list(range(10)) and len(loader) == 3
+
+
+def test_augmentation_is_shifted_window_and_flips_half():
+    data = _toy(200)
+    loader = D.DeviceLoader(data, 200, "cpu", augment=True, seed=1)
+    loader.mean.zero_()
+    loader.std.fill_(1.0)
+    x, y = next(iter(loader))
+    padded = torch.nn.functional.pad(data.images[y].float(), (4, 4, 4, 4))
+    flips = 0
+    for b in range(200):
+        windows = [padded[b, :, i:i + 8, j:j + 8] for i in range(9) for j in range(9)]
+        if any(torch.equal(x[b], w) for w in windows):
+            continue
+        assert any(torch.equal(x[b], w.flip(-1)) for w in windows), b
+        flips += 1
+    assert 70 < flips < 130  # ~50% (ties of symmetric windows count as unflipped)
+
+
+def test_loader_resume_gives_the_same_batches():
+    data = _toy(20)
+    a = D.DeviceLoader(data, 3, "cpu", seed=5)
+    it = iter(a)
+    next(it)
+    next(it)
+    state = a.state_dict()
+    rest_a = [y.tolist() for _, y in it]
+    b = D.DeviceLoader(data, 3, "cpu", seed=99)
+    b.load_state_dict(state)
+    rest_b = [y.tolist() for _, y in b]
+    assert rest_a == rest_b
+    c = D.DeviceLoader(data, 3, "cpu", seed=5)
+    assert [y.tolist() for _, y in c][2:] == rest_a
+
+
+def test_corpus_and_batches(tmp_path):
+    for name, text in zip(D.text.PTB_FILES, ["a b c\nb c d\n", "a d\n", "c\n"]):
+        (tmp_path / name).write_text(text)
+    c = D.Corpus(tmp_path)
+    assert c.train.tolist() == [0, 1, 2, 3, 1, 2, 4, 3] and c.dictionary.idx2word[3] == "<eos>"
+    assert c.valid.tolist() == [0, 4, 3]
+    src = D.batchify(torch.arange(23), 4, "cpu")
+    assert src.shape == (5, 4) and src[:, 1].tolist() == [5, 6, 7, 8, 9]
+    x, y = D.get_batch(src, 2, 35)
+    assert x.shape == (2, 4) and torch.equal(y, src[3:5].reshape(-1))
+    (tmp_path / "ptb.test.txt").unlink()
+    with pytest.raises(D.DatasetError, match="missing .*ptb.test.txt"):
+        D.Corpus(tmp_path)
+
+
+def test_pydoc_corpus_is_stable():
+    c = D.pydoc_corpus()
+    assert len(c.dictionary) > 1000 and len(c.train) > 50000
+    assert c.dictionary.idx2word[c.train[0]] != "<eos>"
