@@ -1,0 +1,136 @@
+"""The command line: ``fastdarts search cnn|rnn``, with room for train/test/profile.
+
+Subcommands are registered in ``COMMANDS`` (name -> (add_arguments, run)), so other
+modules plug in their own.  Flags and defaults follow the original scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS: dict = {}
+
+
+def command(name: str):
+    def wrap(fn):
+        COMMANDS[name] = fn
+        return fn
+    return wrap
+
+
+def _add_common(p):
+    p.add_argument("--backend", default=None, choices=["auto", "reference", "triton", "cuda", "cpu"],
+                   help="kernel backend for the fused ops (default: auto)")
+    p.add_argument("--impl", default="fused", choices=["fused", "reference"],
+                   help="fused (fastdarts.nn + fastdarts.Architect) or the reference port")
+    p.add_argument("--resume", default=None, help="checkpoint.pt to resume from")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--cuda_graph", action="store_true", help="capture each search step in a CUDA graph")
+    p.add_argument("--profile", action="store_true", help="profile a few steps instead of searching")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _search_cnn_parser(sub):
+    p = sub.add_parser("cnn", help="DARTS CNN search (CIFAR-10, or the embedded digits without --data)")
+    p.add_argument("--data", default=None, help="CIFAR-10 root (holding cifar-10-batches-py)")
+    p.add_argument("--batch_size", type=int, default=None, help="64 (64 on the embedded default)")
+    p.add_argument("--learning_rate", type=float, default=0.025)
+    p.add_argument("--learning_rate_min", type=float, default=0.001)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight_decay", type=float, default=3e-4)
+    p.add_argument("--report_freq", type=int, default=50)
+    p.add_argument("--gpu", type=int, default=None, help="GPU index (the original's flag)")
+    p.add_argument("--epochs", type=int, default=None, help="50 (3 on the embedded default)")
+    p.add_argument("--init_channels", type=int, default=None, help="16 (4 on the embedded default)")
+    p.add_argument("--layers", type=int, default=None, help="8 (3 on the embedded default)")
+    p.add_argument("--model_path", default="saved_models", help="unused (the original's flag)")
+    p.add_argument("--cutout", action="store_true", help="unused in search (the original's flag)")
+    p.add_argument("--cutout_length", type=int, default=16)
+    p.add_argument("--drop_path_prob", type=float, default=0.3, help="unused in search")
+    p.add_argument("--save", default="search-cnn")
+    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--grad_clip", type=float, default=5.0)
+    p.add_argument("--train_portion", type=float, default=0.5)
+    p.add_argument("--unrolled", action="store_true", help="second-order architecture gradient")
+    p.add_argument("--arch_learning_rate", type=float, default=3e-4)
+    p.add_argument("--arch_weight_decay", type=float, default=1e-3)
+    p.add_argument("--channels_last", action="store_true")
+    p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cut epochs short")
+    _add_common(p)
+    return p
+
+
+def run_search_cnn(a) -> int:
+    from .search.cnn import DIGITS_DEFAULTS, CNNSearchConfig, search_cnn
+
+    small = a.data is None
+    defaults = {"batch_size": 64, "epochs": 50, "init_channels": 16, "layers": 8}
+    if small:
+        defaults.update(DIGITS_DEFAULTS)
+    cfg = CNNSearchConfig(
+        data=a.data, learning_rate=a.learning_rate, learning_rate_min=a.learning_rate_min,
+        momentum=a.momentum, weight_decay=a.weight_decay, report_freq=a.report_freq, save=a.save,
+        seed=a.seed, grad_clip=a.grad_clip, train_portion=a.train_portion, unrolled=a.unrolled,
+        arch_learning_rate=a.arch_learning_rate, arch_weight_decay=a.arch_weight_decay, impl=a.impl,
+        device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
+        resume=a.resume, cuda_graph=a.cuda_graph, channels_last=a.channels_last, quiet=a.quiet,
+        max_steps_per_epoch=a.max_steps_per_epoch,
+        **{k: getattr(a, k) if getattr(a, k) is not None else v for k, v in defaults.items()})
+    if small and not a.quiet:
+        print("no --data given: searching on the embedded default (scikit-learn digits, 16x16) "
+              f"with C={cfg.init_channels}, {cfg.layers} layers, batch {cfg.batch_size}, "
+              f"{cfg.epochs} epochs")
+    if a.profile:
+        print("profiling is not available yet (fastdarts profile is a later feature); "
+              "running the search", file=sys.stderr)
+    engine = search_cnn(cfg)
+    print(f"genotype = {engine.genotype}")
+    print(f"outputs in {cfg.save}/ (genotype.json, genotypes.jsonl, normal.dot, reduce.dot, "
+          f"checkpoint.pt); wall time {engine.wall_seconds:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fastdarts", description="Fast, faithful DARTS.")
+    top = ap.add_subparsers(dest="command", required=True)
+    search = top.add_parser("search", help="architecture search")
+    ssub = search.add_subparsers(dest="space", required=True)
+    _search_cnn_parser(ssub).set_defaults(run=run_search_cnn)
+    for space, fn in COMMANDS.items():
+        if space.startswith("search "):
+            fn(ssub)
+    for name in ("train", "test", "profile"):
+        p = top.add_parser(name, help=f"{name} (not implemented yet)")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(run=_not_yet(name))
+    return ap
+
+
+def _not_yet(name):
+    def run(a) -> int:
+        print(f"fastdarts {name}: not implemented yet", file=sys.stderr)
+        return 2
+    return run
+
+
+def main(argv=None) -> int:
+    from .data import DatasetError
+    from .genotypes import GenotypeError
+    from .search.checkpoint import CheckpointError
+
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if getattr(a, "backend", None):
+        from . import set_backend
+
+        set_backend(a.backend)
+    try:
+        return a.run(a)
+    except (DatasetError, CheckpointError, GenotypeError) as exc:
+        print(f"fastdarts: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

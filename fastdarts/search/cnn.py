@@ -1,0 +1,184 @@
+"""The CNN search: data, model, optimizers, Architect and the engine, from a config."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .. import genotypes as G
+from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
+from . import callbacks as cb
+from .checkpoint import Checkpoint, load_checkpoint, restore
+from .engine import Engine
+
+# The embedded default (digits, 16x16) is tiny: these settings make the whole
+# default search finish in about a minute on a 2-core CPU.
+DIGITS_DEFAULTS = {"init_channels": 4, "layers": 3, "batch_size": 64, "epochs": 3}
+
+
+@dataclass
+class CNNSearchConfig:
+    data: str | None = None              # CIFAR-10 root; None: the embedded digits
+    batch_size: int = 64
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    report_freq: int = 50
+    epochs: int = 50
+    init_channels: int = 16
+    layers: int = 8
+    save: str = "search-cnn"
+    seed: int = 2
+    grad_clip: float = 5.0
+    train_portion: float = 0.5
+    unrolled: bool = False
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    impl: str = "fused"                  # fused (fastdarts.nn + fastdarts.Architect) or reference
+    device: str | None = None
+    resume: str | None = None
+    cuda_graph: bool = False
+    channels_last: bool = False
+    quiet: bool = False
+    max_steps_per_epoch: int | None = None  # cut epochs short (tests, smoke runs)
+
+
+class CNNSearch(Engine):
+    def __init__(self, model, architect, optimizer, train_loader, valid_loader, *, epochs, unrolled,
+                 device, callbacks=(), lr=0.025, max_steps_per_epoch=None, fused_step=None):
+        super().__init__(epochs, callbacks)
+        self.model, self.architect, self.optimizer = model, architect, optimizer
+        self.train_loader, self.valid_loader = train_loader, valid_loader
+        self.loaders = {"train": train_loader, "valid": valid_loader}
+        self.unrolled = unrolled
+        self.device = torch.device(device)
+        self.lr = lr
+        self.max_steps = max_steps_per_epoch
+        self.steps_per_epoch = min(len(train_loader), max_steps_per_epoch or len(train_loader))
+        self.fused_step = fused_step
+        self.config_key = {}
+
+    def train_batches(self):
+        self.valid_iter = self.valid_loader.infinite()
+        for i, batch in enumerate(self.train_loader):
+            if self.max_steps is not None and i >= self.max_steps:
+                break
+            yield batch
+
+    def one_batch(self, batch):
+        x, y = batch
+        if self.fused_step is not None:
+            xv, yv = next(self.valid_iter)
+            self.loss, self.logits = self.fused_step(x, y, xv, yv, self.lr)
+            self.fire("after_arch_step")
+            self.fire("after_weight_step")
+            return
+        self.fire("after_arch_step")
+        self.model.train()
+        self.optimizer.zero_grad()
+        logits = self.model(x)
+        loss = self.model._criterion(logits, y)
+        loss.backward()
+        self.fire("after_backward")
+        self.optimizer.step()
+        self.loss, self.logits = loss.detach(), logits.detach()
+        self.fire("after_weight_step")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _model_classes(impl: str):
+    if impl == "reference":
+        from ..reference.cnn import Architect, Network
+
+        return Network, Architect
+    if impl != "fused":
+        raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
+    from ..architect import Architect
+    from ..nn import Network
+
+    return Network, Architect
+
+
+def build(cfg: CNNSearchConfig, callbacks=()):
+    """Everything a search needs, from the config; returns the engine (not yet run)."""
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(cfg.seed)
+    data = load_cifar10(cfg.data) if cfg.data else load_digits_images()
+    w_half, a_half = search_split(data, cfg.train_portion)
+    train = DeviceLoader(w_half, cfg.batch_size, device, augment=True, seed=cfg.seed,
+                         channels_last=cfg.channels_last)
+    valid = DeviceLoader(a_half, cfg.batch_size, device, augment=True, seed=cfg.seed + 1,
+                         channels_last=cfg.channels_last)
+    evaluate = DeviceLoader(a_half, 256, device, augment=False, shuffle=False)
+    Network, Architect = _model_classes(cfg.impl)
+    model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), cfg.learning_rate, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    args = _ArchArgs(cfg)
+    fused_step = None
+    if cfg.cuda_graph and cfg.impl == "fused" and device.type == "cuda":
+        from ..step import SearchStep
+
+        architect = Architect(model, args, capturable=True)
+        fused_step = SearchStep(model, architect, optimizer, unrolled=cfg.unrolled,
+                                grad_clip=cfg.grad_clip, cuda_graph=True)
+    else:
+        if cfg.cuda_graph and not cfg.quiet:
+            print("note: --cuda_graph needs --impl fused on a CUDA device; running eagerly")
+        architect = Architect(model, args)
+    os.makedirs(cfg.save, exist_ok=True)
+    cbs = [cb.CosineLR(cfg.learning_rate, cfg.learning_rate_min, cfg.epochs),
+           cb.ArchitectureUpdate(), cb.TrainMetrics(), cb.Validation(evaluate),
+           cb.Logger(cfg.report_freq, quiet=cfg.quiet), cb.GenotypeLog(cfg.save),
+           cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save), cb.TensorBoard(cfg.save),
+           Checkpoint(cfg.save), *callbacks]
+    if fused_step is None and cfg.grad_clip:
+        cbs.append(cb.GradClip(cfg.grad_clip))
+    engine = CNNSearch(model, architect, optimizer, train, valid, epochs=cfg.epochs,
+                       unrolled=cfg.unrolled, device=device, callbacks=cbs, lr=cfg.learning_rate,
+                       max_steps_per_epoch=cfg.max_steps_per_epoch, fused_step=fused_step)
+    engine.config_key = {k: v for k, v in asdict(cfg).items()
+                         if k not in ("resume", "quiet", "report_freq", "save", "device", "epochs")}
+    engine.config_key["data"] = data.name
+    if cfg.resume:
+        restore(engine, load_checkpoint(cfg.resume), cfg.resume)
+    return engine
+
+
+class _ArchArgs:
+    """The attribute names the original Architect reads from its args."""
+
+    def __init__(self, cfg: CNNSearchConfig):
+        self.momentum = cfg.momentum
+        self.weight_decay = cfg.weight_decay
+        self.arch_learning_rate = cfg.arch_learning_rate
+        self.arch_weight_decay = cfg.arch_weight_decay
+
+
+def search_cnn(cfg: CNNSearchConfig, callbacks=()):
+    """Run a CNN search; returns the engine (``.model.genotype()``, ``.history``)."""
+    t0 = time.perf_counter()
+    engine = build(cfg, callbacks)
+    engine.run()
+    engine.wall_seconds = time.perf_counter() - t0
+    engine.genotype = engine.model.genotype()
+    G.validate(engine.genotype)
+    return engine
