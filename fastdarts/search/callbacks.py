@@ -201,6 +201,22 @@ def genotype_dot(genotype, kind: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rnn_genotype_dot(genotype) -> str:
+    """Graphviz DOT text of a recurrent cell: node 0 from (x_t, h_{t-1}), node i+1 from
+    its chosen predecessor, h_t the mean of the concat nodes."""
+    lines = ["digraph recurrent {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled"];',
+             '  "x_{t}" [fillcolor=darkseagreen2]; "h_{t-1}" [fillcolor=darkseagreen2];',
+             '  "h_{t}" [fillcolor=palegoldenrod];', '  "0" [fillcolor=lightblue];',
+             '  "x_{t}" -> "0"; "h_{t-1}" -> "0";']
+    for i, (op, j) in enumerate(genotype.recurrent):
+        lines.append(f'  "{i + 1}" [fillcolor=lightblue];')
+        lines.append(f'  "{j}" -> "{i + 1}" [label="{op}"];')
+    for c in genotype.concat:
+        lines.append(f'  "{c}" -> "h_{{t}}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 class CellDrawing(Callback):
     """The final cells as DOT files; PNG and SVG too when graphviz's ``dot`` is installed."""
 
@@ -213,12 +229,15 @@ class CellDrawing(Callback):
         if not _is_rank0():
             return
         genotype = e.model.genotype()
-        kinds = ["normal", "reduce"] if hasattr(genotype, "normal") else []
+        if hasattr(genotype, "normal"):
+            texts = {kind: genotype_dot(genotype, kind) for kind in ("normal", "reduce")}
+        else:
+            texts = {"recurrent": rnn_genotype_dot(genotype)}
         dot = shutil.which("dot")
-        for kind in kinds:
+        for kind, text in texts.items():
             path = os.path.join(self.save_dir, f"{kind}.dot")
             with open(path, "w") as f:
-                f.write(genotype_dot(genotype, kind))
+                f.write(text)
             if dot:
                 for fmt in ("png", "svg"):
                     subprocess.run([dot, f"-T{fmt}", path, "-o", path[:-4] + "." + fmt], check=False)

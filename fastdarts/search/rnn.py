@@ -1,0 +1,254 @@
+"""The RNN search (the original rnn/train_search.py) on the callback engine.
+
+Per batch, as the original: draw the sequence length (bptt, or bptt/2 with
+probability 5%, from numpy's RNG), scale the learning rate by seq_len/bptt, take
+the architecture batch from the search split at the same position (full bptt),
+detach the hidden states, run the architect step (which returns the next
+validation hidden state), then the weight step with activation (alpha) and
+temporal activation (beta) regularisation, gradient clipping and SGD, and put
+the learning rate back.  Hidden states start at zero each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import genotypes as G
+from ..data import Corpus, batchify, get_batch, pydoc_corpus
+from . import callbacks as cb
+from .checkpoint import Checkpoint, load_checkpoint, restore
+from .cnn import seed_everything
+from .engine import Callback, Engine
+
+# The embedded default (Python's help texts, ~95k training tokens): small enough
+# for a search of about a minute on a 2-core CPU.
+PYDOC_DEFAULTS = {"emsize": 32, "nhid": 32, "nhidlast": 32, "batch_size": 32, "bptt": 20,
+                  "epochs": 2, "max_steps_per_epoch": 25}
+
+
+@dataclass
+class RNNSearchConfig:
+    data: str | None = None          # PTB directory; None: the embedded pydoc corpus
+    emsize: int = 300
+    nhid: int = 300
+    nhidlast: int = 300
+    lr: float = 20.0
+    clip: float = 0.25
+    epochs: int = 50
+    batch_size: int = 256
+    bptt: int = 35
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.0
+    seed: int = 3
+    log_interval: int = 50
+    save: str = "search-rnn"
+    alpha: float = 0.0
+    beta: float = 1e-3
+    wdecay: float = 5e-7
+    unrolled: bool = False
+    arch_wdecay: float = 1e-3
+    arch_lr: float = 3e-3
+    impl: str = "fused"
+    device: str | None = None
+    resume: str | None = None
+    quiet: bool = False
+    eval_batch_size: int = 10
+    max_steps_per_epoch: int | None = None
+
+
+def repackage_hidden(h):
+    if isinstance(h, torch.Tensor):
+        return h.detach()
+    return [repackage_hidden(v) for v in h]
+
+
+class RNNSearch(Engine):
+    def __init__(self, model, architect, optimizer, train_data, search_data, *, cfg, device,
+                 callbacks=()):
+        super().__init__(cfg.epochs, callbacks)
+        self.model, self.architect, self.optimizer = model, architect, optimizer
+        self.train_data, self.search_data = train_data, search_data
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.unrolled = cfg.unrolled
+        self.lr = cfg.lr
+        self.loaders = {}
+        n = (train_data.size(0) - 2 + cfg.bptt - 1) // cfg.bptt
+        self.steps_per_epoch = min(n, cfg.max_steps_per_epoch or n)
+        self.config_key = {}
+
+    def train_batches(self):
+        cfg = self.cfg
+        i, k = 0, 0
+        while i < self.train_data.size(0) - 1 - 1:
+            if cfg.max_steps_per_epoch is not None and k >= cfg.max_steps_per_epoch:
+                break
+            bptt = cfg.bptt if np.random.random() < 0.95 else cfg.bptt / 2.0
+            seq_len = int(bptt)
+            data, targets = get_batch(self.train_data, i, seq_len)
+            data_valid, targets_valid = get_batch(self.search_data, i % (self.search_data.size(0) - 1),
+                                                  cfg.bptt)
+            yield seq_len, data, targets, data_valid, targets_valid
+            i += seq_len
+            k += 1
+
+    def one_batch(self, batch):
+        cfg = self.cfg
+        _, data, targets, _, _ = batch
+        self.fire("after_arch_step")
+        self.model.train()
+        self.optimizer.zero_grad()
+        self.hidden = repackage_hidden(self.hidden)
+        log_prob, self.hidden, rnn_hs, dropped_rnn_hs = self.model(data, self.hidden, return_h=True)
+        raw_loss = F.nll_loss(log_prob.view(-1, log_prob.size(2)), targets)
+        loss = raw_loss
+        if cfg.alpha > 0:
+            loss = loss + sum(cfg.alpha * h.pow(2).mean() for h in dropped_rnn_hs[-1:])
+        loss = loss + sum(cfg.beta * (h[1:] - h[:-1]).pow(2).mean() for h in rnn_hs[-1:])
+        loss.backward()
+        self.fire("after_backward")
+        self.optimizer.step()
+        self.loss = raw_loss.detach()
+        self.fire("after_weight_step")
+
+
+class HiddenStates(Callback):
+    """Zero hidden states at the start of each epoch (the original's train())."""
+
+    order = -40
+
+    def epoch_begin(self, e):
+        e.hidden = e.model.init_hidden(e.cfg.batch_size)
+        e.hidden_valid = e.model.init_hidden(e.cfg.batch_size)
+
+
+class SequenceLengthLR(Callback):
+    """lr x seq_len / bptt for this batch (the architect's eta included), restored after."""
+
+    order = -30
+
+    def batch_begin(self, e):
+        seq_len = e.batch[0]
+        for g in e.optimizer.param_groups:
+            g["lr"] = e.lr * seq_len / e.cfg.bptt
+
+    def batch_end(self, e):
+        for g in e.optimizer.param_groups:
+            g["lr"] = e.lr
+
+
+class RNNArchitectureUpdate(Callback):
+    order = -10
+
+    def batch_begin(self, e):
+        _, data, targets, data_valid, targets_valid = e.batch
+        e.hidden = repackage_hidden(e.hidden)
+        e.hidden_valid = repackage_hidden(e.hidden_valid)
+        e.hidden_valid, e.arch_grad_norm = e.architect.step(
+            e.hidden, data, targets, e.hidden_valid, data_valid, targets_valid.reshape(-1),
+            e.optimizer, e.unrolled)
+
+
+class RNNTrainMetrics(Callback):
+    def epoch_begin(self, e):
+        self.total = torch.zeros((), device=e.device)
+        self.n = 0
+
+    def batch_end(self, e):
+        self.total += e.loss
+        self.n += 1
+
+    def epoch_end(self, e):
+        if self.n:
+            loss = self.total.item() / self.n
+            e.metrics["train_loss"] = loss
+            e.metrics["train_ppl"] = math.exp(min(loss, 50))
+
+
+class RNNValidation(Callback):
+    """The original's evaluate() on the validation split (eval mode, batch 10)."""
+
+    order = 10
+
+    def __init__(self, data):
+        self.data = data
+
+    def epoch_end(self, e):
+        model = e.model
+        model.eval()
+        total, bptt = 0.0, e.cfg.bptt
+        hidden = model.init_hidden(self.data.size(1))
+        with torch.no_grad():
+            for i in range(0, self.data.size(0) - 1, bptt):
+                data, targets = get_batch(self.data, i, bptt)
+                log_prob, hidden = model(data, hidden)
+                total = total + len(data) * F.nll_loss(log_prob.view(-1, log_prob.size(2)), targets)
+        model.train()
+        loss = float(total) / len(self.data)
+        e.metrics["valid_loss"] = loss
+        e.metrics["valid_ppl"] = math.exp(min(loss, 50))
+
+
+class _RNNArgs:
+    def __init__(self, cfg):
+        self.wdecay, self.clip, self.arch_lr, self.arch_wdecay = cfg.wdecay, cfg.clip, cfg.arch_lr, cfg.arch_wdecay
+
+
+def _classes(impl):
+    if impl == "reference":
+        from ..reference.rnn import Architect, RNNModelSearch
+
+        return RNNModelSearch, Architect
+    if impl != "fused":
+        raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
+    from ..architect import Architect
+    from ..nn import RNNModelSearch
+
+    return RNNModelSearch, Architect
+
+
+def build(cfg: RNNSearchConfig, callbacks=()):
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed_everything(cfg.seed)
+    corpus = Corpus(cfg.data) if cfg.data else pydoc_corpus()
+    train_data = batchify(corpus.train, cfg.batch_size, device)
+    search_data = batchify(corpus.valid, cfg.batch_size, device)
+    val_data = batchify(corpus.valid, cfg.eval_batch_size, device)
+    Model, Architect = _classes(cfg.impl)
+    model = Model(len(corpus.dictionary), cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout, cfg.dropouth,
+                  cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
+    architect = Architect(model, _RNNArgs(cfg))
+    os.makedirs(cfg.save, exist_ok=True)
+    cbs = [HiddenStates(), SequenceLengthLR(), RNNArchitectureUpdate(), RNNTrainMetrics(),
+           cb.GradClip(cfg.clip), RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),
+           cb.GenotypeLog(cfg.save), cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save),
+           cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
+    engine = RNNSearch(model, architect, optimizer, train_data, search_data, cfg=cfg, device=device,
+                       callbacks=cbs)
+    engine.config_key = {k: v for k, v in asdict(cfg).items()
+                         if k not in ("resume", "quiet", "log_interval", "save", "device", "epochs")}
+    engine.config_key["data"] = cfg.data or "pydoc"
+    if cfg.resume:
+        restore(engine, load_checkpoint(cfg.resume), cfg.resume)
+    return engine
+
+
+def search_rnn(cfg: RNNSearchConfig, callbacks=()):
+    t0 = time.perf_counter()
+    engine = build(cfg, callbacks)
+    engine.run()
+    engine.wall_seconds = time.perf_counter() - t0
+    engine.genotype = engine.model.genotype()
+    G.validate(engine.genotype)
+    return engine
