@@ -201,7 +201,8 @@ class RNNValidation(Callback):
 
 class _RNNArgs:
     def __init__(self, cfg):
-        self.wdecay, self.clip, self.arch_lr, self.arch_wdecay = cfg.wdecay, cfg.clip, cfg.arch_lr, cfg.arch_wdecay
+        self.wdecay, self.clip = cfg.wdecay, cfg.clip
+        self.arch_lr, self.arch_wdecay = cfg.arch_lr, cfg.arch_wdecay
 
 
 def _classes(impl):
@@ -225,8 +226,8 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     search_data = batchify(corpus.valid, cfg.batch_size, device)
     val_data = batchify(corpus.valid, cfg.eval_batch_size, device)
     Model, Architect = _classes(cfg.impl)
-    model = Model(len(corpus.dictionary), cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout, cfg.dropouth,
-                  cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
+    model = Model(len(corpus.dictionary), cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout,
+                  cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
     architect = Architect(model, _RNNArgs(cfg))
     os.makedirs(cfg.save, exist_ok=True)
