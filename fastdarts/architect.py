@@ -73,6 +73,9 @@ class _Bilevel:
                                  "tensor's computation)")
         self.stats = StepStats()
         self._momentum_for = None
+        # Data parallelism (fastdarts.distributed): averages each gradient over the
+        # process group, one collective per flat quantity.  None: single process.
+        self.reducer = None
         self._build()
 
     # -- flat buffers --------------------------------------------------------------
@@ -145,6 +148,8 @@ class _Bilevel:
                 else:
                     torch._foreach_add_(w_views, list(gw))
         loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        if self.reducer is not None:
+            alpha_grads, loss = self.reducer(alpha_grads, flat if w_views is not None else None, loss)
         return alpha_grads, loss, auxes
 
     def _set_alpha_grads(self, grads):

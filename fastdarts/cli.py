@@ -86,6 +86,10 @@ def run_search_cnn(a) -> int:
         print("profiling is not available yet (fastdarts profile is a later feature); "
               "running the search", file=sys.stderr)
     engine = search_cnn(cfg)
+    from .distributed import world
+
+    if world()[0] != 0:  # ranks are checked identical (check_in_sync); rank 0 reports
+        return 0
     print(f"genotype = {engine.genotype}")
     print(f"outputs in {cfg.save}/ (genotype.json, genotypes.jsonl, normal.dot, reduce.dot, "
           f"checkpoint.pt); wall time {engine.wall_seconds:.1f} s")

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import distributed
 from .. import genotypes as G
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from . import callbacks as cb
 from .checkpoint import Checkpoint, load_checkpoint, restore
-from .engine import Engine
+from .engine import Callback, Engine
 
 # The embedded default (digits, 16x16) is tiny: these settings make the whole
 # default search finish in about a minute on a 2-core CPU.
@@ -92,6 +93,20 @@ class CNNSearch(Engine):
         self.fire("after_weight_step")
 
 
+class DataParallel(Callback):
+    """Average the weight gradients over the ranks before clipping (one collective
+    through the Architect's flat buffer); check at each epoch end that alphas and
+    weights are still identical everywhere."""
+
+    order = -5  # before GradClip
+
+    def after_backward(self, e):
+        distributed.all_reduce_weight_grads_(e.architect)
+
+    def epoch_end(self, e):
+        distributed.check_in_sync(e.model)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -118,9 +133,16 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    seed_everything(cfg.seed)
+    rank, world_size = distributed.init()
+    if world_size > 1 and cfg.impl != "fused":
+        raise ValueError("a data-parallel search needs --impl fused (the reference Architect has no "
+                         "gradient averaging)")
+    seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights and alphas
     data = load_cifar10(cfg.data) if cfg.data else load_digits_images()
     w_half, a_half = search_split(data, cfg.train_portion)
+    if world_size > 1:  # each rank takes its shard of both halves; --batch_size is per rank
+        w_half = w_half.subset(slice(rank, None, world_size))
+        a_half = a_half.subset(slice(rank, None, world_size))
     train = DeviceLoader(w_half, cfg.batch_size, device, augment=True, seed=cfg.seed,
                          channels_last=cfg.channels_last)
     valid = DeviceLoader(a_half, cfg.batch_size, device, augment=True, seed=cfg.seed + 1,
@@ -152,6 +174,11 @@ def build(cfg: CNNSearchConfig, callbacks=()):
            Checkpoint(cfg.save), *callbacks]
     if fused_step is None and cfg.grad_clip:
         cbs.append(cb.GradClip(cfg.grad_clip))
+    if world_size > 1:
+        if fused_step is not None:
+            raise ValueError("--cuda_graph is not supported with several ranks yet")
+        distributed.make_data_parallel(architect)
+        cbs.append(DataParallel())
     engine = CNNSearch(model, architect, optimizer, train, valid, epochs=cfg.epochs,
                        unrolled=cfg.unrolled, device=device, callbacks=cbs, lr=cfg.learning_rate,
                        max_steps_per_epoch=cfg.max_steps_per_epoch, fused_step=fused_step)

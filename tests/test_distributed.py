@@ -1,0 +1,132 @@
+"""Data-parallel search with gloo on the CPU: N ranks with local batch b against one
+process with batch N*b in N micro-batches (the same per-device BatchNorm)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+STEPS = 3
+LOCAL = 3
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _batches(world, step):
+    g = torch.Generator().manual_seed(1000 + step)
+    n = world * LOCAL
+    return (torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g),
+            torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
+
+
+def _run(rank, world, unrolled, port, out_dir, fail_rank=-1):
+    import torch.distributed as dist
+
+    import fastdarts
+    from fastdarts import distributed as D
+    from tests.helpers import cnn_args, tiny_cnn
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    if world > 1:
+        D.init("gloo", timeout_s=30)
+    model = tiny_cnn(seed=0, C=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    arch = fastdarts.Architect(model, cnn_args(), micro_batches=1 if world > 1 else out_dir[1])
+    if world > 1:
+        D.make_data_parallel(arch)
+    if rank == fail_rank:
+        raise SystemExit(3)
+    for step in range(STEPS):
+        xt, yt, xv, yv = _batches(world if world > 1 else out_dir[1], step)
+        if world > 1:
+            s = slice(rank * LOCAL, (rank + 1) * LOCAL)
+            xt, yt, xv, yv = xt[s], yt[s], xv[s], yv[s]
+        arch.step(xt, yt, xv, yv, 0.05, opt, unrolled)
+        opt.zero_grad()
+        if world > 1:
+            model._loss(xt, yt).backward()
+            D.all_reduce_weight_grads_(arch)
+        else:
+            n = xt.shape[0]
+            for c in range(0, n, LOCAL):  # per-device BatchNorm: one micro-batch per "rank"
+                (model._loss(xt[c:c + LOCAL], yt[c:c + LOCAL]) * (LOCAL / n)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+    if world > 1:
+        D.check_in_sync(model)
+        dist.destroy_process_group()
+    torch.save({"alphas": [a.detach() for a in model.arch_parameters()],
+                "weights": [p.detach() for p in model.parameters()]},
+               os.path.join(out_dir[0], f"rank{rank}.pt"))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_data_parallel_equals_single_process_micro_batches(tmp_path, world, unrolled):
+    single = tmp_path / "single"
+    single.mkdir()
+    _run(0, 1, unrolled, 0, (str(single), world))
+    ref = torch.load(single / "rank0.pt")
+    mp.start_processes(_run, args=(world, unrolled, _port(), (str(tmp_path), world)), nprocs=world,
+                       start_method="spawn")
+    for r in range(world):
+        got = torch.load(tmp_path / f"rank{r}.pt")
+        for a, b in zip(got["alphas"], ref["alphas"]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+        for a, b in zip(got["weights"], ref["weights"]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _run_and_report(rank, world, unrolled, port, out, fail_rank):
+    try:
+        _run(rank, world, unrolled, port, out, fail_rank)
+    except BaseException as exc:
+        with open(os.path.join(out[0], f"error{rank}.txt"), "w") as f:
+            f.write(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def test_a_failing_rank_stops_the_others(tmp_path):
+    """Rank 1 dies after joining; rank 0 must fail at its next collective with a clear
+    error, not hang (the group's timeout is 30 s; this returns in seconds)."""
+    ctx = mp.get_context("spawn")
+    port = _port()
+    procs = [ctx.Process(target=_run_and_report, args=(r, 2, True, port, (str(tmp_path), 2), 1))
+             for r in range(2)]
+    t0 = time.time()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=90)
+    assert all(p.exitcode not in (None, 0) for p in procs), [p.exitcode for p in procs]
+    assert time.time() - t0 < 60
+    msg = (tmp_path / "error0.txt").read_text()
+    assert "DistributedError" in msg and "another rank probably stopped" in msg, msg
+    assert not (tmp_path / "rank0.pt").exists()
+
+
+def test_torchrun_cnn_search_runs_and_rank0_writes(tmp_path):
+    import subprocess
+    import sys
+
+    save = tmp_path / "dp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+           str(_port()), "-m", "fastdarts", "search", "cnn", "--epochs", "1",
+           "--max_steps_per_epoch", "2", "--layers", "3", "--init_channels", "2", "--batch_size", "8",
+           "--save", str(save), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (save / "genotype.json").exists() and (save / "checkpoint.pt").exists()
+    assert r.stdout.count("genotype = Genotype(") == 1  # rank 0 reports (ranks checked in sync)
