@@ -58,11 +58,27 @@ def _search_cnn_parser(sub):
     p.add_argument("--arch_weight_decay", type=float, default=1e-3)
     p.add_argument("--channels_last", action="store_true")
     p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cut epochs short")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run this many independent searches (seed, seed+1, ...), one per GPU")
     _add_common(p)
     return p
 
 
+def _maybe_seeds(a, space) -> int | None:
+    if getattr(a, "seeds", 1) <= 1:
+        return None
+    from .search.seeds import run_seeds
+
+    rows = run_seeds(space, a.argv, [a.seed + i for i in range(a.seeds)], a.save)
+    with open(f"{a.save}/summary.md") as f:
+        print(f.read(), end="")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
 def run_search_cnn(a) -> int:
+    multi = _maybe_seeds(a, "cnn")
+    if multi is not None:
+        return multi
     from .search.cnn import DIGITS_DEFAULTS, CNNSearchConfig, search_cnn
 
     small = a.data is None
@@ -123,11 +139,16 @@ def _search_rnn_parser(sub):
     p.add_argument("--arch_wdecay", type=float, default=1e-3)
     p.add_argument("--arch_lr", type=float, default=3e-3)
     p.add_argument("--max_steps_per_epoch", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run this many independent searches (seed, seed+1, ...), one per GPU")
     _add_common(p)
     return p
 
 
 def run_search_rnn(a) -> int:
+    multi = _maybe_seeds(a, "rnn")
+    if multi is not None:
+        return multi
     from .search.rnn import PYDOC_DEFAULTS, RNNSearchConfig, search_rnn
 
     small = a.data is None
@@ -202,6 +223,7 @@ def main(argv=None) -> int:
 
     ap = build_parser()
     a = ap.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)[2:]  # the flags after "search cnn|rnn"
     if getattr(a, "backend", None):
         from . import set_backend
 

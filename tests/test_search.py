@@ -161,3 +161,15 @@ def test_cli_search_writes_outputs_and_reports_bad_data(tmp_path, capsys):
     assert rc == 2
     assert "no CIFAR-10 found" in capsys.readouterr().err
     assert cli.main(["train", "cnn"]) == 2
+
+
+def test_several_seeds_run_and_are_summarised(tmp_path, capsys):
+    save = tmp_path / "seeds"
+    rc = cli.main(["search", "cnn", "--seeds", "2", "--seed", "5", "--epochs", "1",
+                   "--max_steps_per_epoch", "1", "--layers", "3", "--init_channels", "2",
+                   "--batch_size", "8", "--save", str(save), "--quiet"])
+    assert rc == 0
+    rows = json.loads((save / "summary.json").read_text())
+    assert [r["seed"] for r in rows] == [5, 6] and all(r["ok"] for r in rows)
+    assert (save / "seed-5" / "genotype.json").exists() and (save / "seed-6" / "genotype.json").exists()
+    assert "| 5 | True |" in (save / "summary.md").read_text()

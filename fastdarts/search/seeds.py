@@ -1,0 +1,87 @@
+"""Several independent searches (DARTS reports the best of several seeds).
+
+``fastdarts search cnn --seeds 4 ...`` runs one search per seed (seed, seed+1, ...)
+in its own process, one per visible GPU at a time (CUDA_VISIBLE_DEVICES set per
+child) or one at a time on a CPU, each writing to ``<save>/seed-<s>``; then it
+collects their genotypes and last-epoch metrics into ``<save>/summary.md`` and
+``<save>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def _strip(argv: list[str], flag: str, takes_value: bool = True) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = takes_value
+            continue
+        if a.startswith(flag + "="):
+            continue
+        out.append(a)
+    return out
+
+
+def run_seeds(space: str, argv: list[str], seeds: list[int], save: str) -> list[dict]:
+    base = _strip(_strip(_strip(argv, "--seeds"), "--seed"), "--save")
+    gpus = list(range(torch.cuda.device_count())) or [None]
+    os.makedirs(save, exist_ok=True)
+    pending = list(seeds)
+    running: list[tuple[int, subprocess.Popen, int | None]] = []
+    free = list(gpus)
+    while pending or running:
+        while pending and free:
+            seed, gpu = pending.pop(0), free.pop(0)
+            env = dict(os.environ)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            out = os.path.join(save, f"seed-{seed}")
+            cmd = [sys.executable, "-m", "fastdarts", "search", space, *base, "--seed", str(seed),
+                   "--save", out]
+            log = open(os.path.join(save, f"seed-{seed}.log"), "w")
+            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), gpu))
+        time.sleep(0.2)
+        for item in list(running):
+            seed, proc, gpu = item
+            if proc.poll() is not None:
+                running.remove(item)
+                free.append(gpu)
+    rows = []
+    for seed in seeds:
+        out = os.path.join(save, f"seed-{seed}")
+        row = {"seed": seed, "save": out}
+        try:
+            with open(os.path.join(out, "genotype.json")) as f:
+                row["genotype"] = json.load(f)
+            with open(os.path.join(out, "genotypes.jsonl")) as f:
+                row["epochs"] = sum(1 for _ in f)
+            state = torch.load(os.path.join(out, "checkpoint.pt"), map_location="cpu", weights_only=False)
+            last = state["history"][-1] if state["history"] else {}
+            row.update({k: v for k, v in last.items() if isinstance(v, float)})
+            row["ok"] = True
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            row["ok"] = False
+            row["error"] = f"{type(exc).__name__}: {exc} (see {out}.log)"
+        rows.append(row)
+    with open(os.path.join(save, "summary.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    metric = "valid_acc" if space == "cnn" else "valid_ppl"
+    lines = [f"| seed | ok | {metric} | genotype |", "|---|---|---|---|"]
+    for r in rows:
+        g = r.get("genotype", {})
+        desc = " ".join(f"{op}<-{j}" for op, j in g.get("normal", g.get("recurrent", [])))
+        lines.append(f"| {r['seed']} | {r['ok']} | {r.get(metric, '-')} | {desc} |")
+    with open(os.path.join(save, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return rows
