@@ -115,17 +115,19 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _model_classes(impl: str):
-    if impl == "reference":
-        from ..reference.cnn import Architect, Network
-
-        return Network, Architect
-    if impl != "fused":
+def model_classes(space: str, impl: str):
+    """(search model class, Architect class) for ``space`` cnn|rnn and ``impl``
+    fused (fastdarts.nn + fastdarts.Architect) or reference (the port of the original)."""
+    if impl not in ("fused", "reference"):
         raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
-    from ..architect import Architect
-    from ..nn import Network
+    if impl == "reference":
+        from ..reference import cnn, rnn
 
-    return Network, Architect
+        return (cnn.Network, cnn.Architect) if space == "cnn" else (rnn.RNNModelSearch, rnn.Architect)
+    from .. import nn as fused
+    from ..architect import Architect
+
+    return (fused.Network if space == "cnn" else fused.RNNModelSearch), Architect
 
 
 def build(cfg: CNNSearchConfig, callbacks=()):
@@ -148,7 +150,7 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     valid = DeviceLoader(a_half, cfg.batch_size, device, augment=True, seed=cfg.seed + 1,
                          channels_last=cfg.channels_last)
     evaluate = DeviceLoader(a_half, 256, device, augment=False, shuffle=False)
-    Network, Architect = _model_classes(cfg.impl)
+    Network, Architect = model_classes("cnn", cfg.impl)
     model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

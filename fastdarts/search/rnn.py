@@ -24,7 +24,7 @@ from .. import genotypes as G
 from ..data import Corpus, batchify, get_batch, pydoc_corpus
 from . import callbacks as cb
 from .checkpoint import Checkpoint, load_checkpoint, restore
-from .cnn import seed_everything
+from .cnn import model_classes, seed_everything
 from .engine import Callback, Engine
 
 # The embedded default (Python's help texts, ~95k training tokens): small enough
@@ -205,19 +205,6 @@ class _RNNArgs:
         self.arch_lr, self.arch_wdecay = cfg.arch_lr, cfg.arch_wdecay
 
 
-def _classes(impl):
-    if impl == "reference":
-        from ..reference.rnn import Architect, RNNModelSearch
-
-        return RNNModelSearch, Architect
-    if impl != "fused":
-        raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
-    from ..architect import Architect
-    from ..nn import RNNModelSearch
-
-    return RNNModelSearch, Architect
-
-
 def build(cfg: RNNSearchConfig, callbacks=()):
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed_everything(cfg.seed)
@@ -225,7 +212,7 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     train_data = batchify(corpus.train, cfg.batch_size, device)
     search_data = batchify(corpus.valid, cfg.batch_size, device)
     val_data = batchify(corpus.valid, cfg.eval_batch_size, device)
-    Model, Architect = _classes(cfg.impl)
+    Model, Architect = model_classes("rnn", cfg.impl)
     model = Model(len(corpus.dictionary), cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout,
                   cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
