@@ -1,0 +1,268 @@
+"""The three stages of a fit: the DARTS search, the discrete candidates read off
+its architecture weights, and the coefficient fit of a discrete graph.
+
+1. ``darts_search``: each epoch makes ``arch_updates_per_epoch`` architecture
+   steps (fastdarts.Architect, first or second order, weights on the training
+   split, architecture on the validation split) and ``param_updates_per_epoch``
+   SGD steps on the coefficients, every epoch (AutoRA skips them whenever the
+   leading primitive of every edge is parameter-free, which is how its
+   documentation example ends with exp(x1) + exp(x2)).
+2. ``candidate_architectures``: the leading primitive per edge ("max"), plus
+   the next-ranked alternatives of a beam over the edges, or samples from the
+   softmax ("sample").
+3. ``fit_coefficients``: full-batch L-BFGS in float64 on a discrete graph.
+   DARTS's mixture only ranks primitives; the equation's constants come from
+   this exact least-squares fit (SGD on a mixture leaves R^2 around 0.99).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import math
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+
+from ..architect import CNNArchitect
+from .network import EquationGraph
+from .primitives import PRIMITIVES
+
+
+class _Batches:
+    """Endless shuffled mini-batches of (x, y) from a seeded generator."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator):
+        self.x, self.y, self.gen = x, y, generator
+        self.n = x.shape[0]
+        self.bs = max(1, min(int(batch_size), self.n))
+        self.perm, self.pos = None, self.n
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        if self.bs == self.n:  # full batch: no indexing copy
+            return self.x, self.y
+        if self.pos + self.bs > self.n:
+            self.perm = torch.randperm(self.n, generator=self.gen).to(self.x.device)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return self.x[idx], self.y[idx]
+
+
+def _decay_weights(net: EquationGraph, df: float, base: float, inner: bool) -> Tensor:
+    """AutoRA's simplicity decay per primitive: (1 + #params) * df + base * N for
+    every primitive but none (0)."""
+    vals = []
+    for p in net.primitives:
+        spec = PRIMITIVES[p]
+        vals.append(0.0 if spec.zero else (1 + spec.n_params(inner)) * df + base * net.num_nodes)
+    return torch.tensor(vals, dtype=net.alphas.dtype, device=net.alphas.device)
+
+
+def _sanitize_grads(params) -> None:
+    # A single exp overflow in a mixture must not poison the coefficients: NaN/inf
+    # gradients become 0 (no host sync, unlike a finiteness test).
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def darts_search(net: EquationGraph, train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], cfg,
+                 generator: torch.Generator, monitor=None, progress=None) -> EquationGraph:
+    """Run the bilevel DARTS search on ``net`` in place (see module docstring).
+    ``cfg`` carries the estimator's hyper-parameters by their AutoRA names."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.param_learning_rate_max, momentum=cfg.param_momentum,
+                          weight_decay=cfg.param_weight_decay)
+    args = SimpleNamespace(momentum=cfg.param_momentum, weight_decay=cfg.param_weight_decay,
+                           arch_learning_rate=cfg.arch_learning_rate_max,
+                           arch_weight_decay=cfg.arch_weight_decay)
+    architect = CNNArchitect(net, args, hvp=cfg.hvp)
+    # AutoRA documents arch_momentum as the Adam momentum of alpha: that is beta1
+    architect.optimizer.param_groups[0]["betas"] = (cfg.arch_momentum, 0.999)
+    decay = _decay_weights(net, cfg.arch_weight_decay_df, cfg.arch_weight_decay_base, net.inner_coefficients)
+    tr = _Batches(*train, cfg.batch_size, generator)
+    va = _Batches(*valid, cfg.batch_size, generator)
+    total = max(1, cfg.max_epochs * cfg.param_updates_per_epoch)
+    step = 0
+    lr = cfg.param_learning_rate_max
+    epochs = range(cfg.max_epochs) if progress is None else progress(range(cfg.max_epochs))
+    for epoch in epochs:
+        for _ in range(cfg.arch_updates_per_epoch):
+            xt, yt = tr.next()
+            xv, yv = va.next()
+            architect.step(xt, yt, xv, yv, lr, opt, cfg.unrolled)
+            with torch.no_grad():
+                torch.nan_to_num_(net.alphas, nan=0.0)
+                net.alphas.sub_(decay * cfg.arch_learning_rate_max)
+        loss = None
+        for _ in range(cfg.param_updates_per_epoch):
+            # cosine annealing over the whole search, max -> min
+            lr = cfg.param_learning_rate_min + 0.5 * (cfg.param_learning_rate_max - cfg.param_learning_rate_min) \
+                * (1 + math.cos(math.pi * step / total))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            xb, yb = tr.next()
+            opt.zero_grad(set_to_none=False)
+            loss = net._loss(xb, yb)
+            loss.backward()
+            _sanitize_grads(params)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                if net.weight.requires_grad or net.bias.requires_grad:
+                    for p in (net.weight, net.bias):
+                        if p.requires_grad:
+                            p.mul_(1 - cfg.classifier_weight_decay * lr)
+            step += 1
+        if monitor is not None:
+            monitor(network=net, architect=architect, epoch=epoch, loss=loss, lr=lr)
+    return net
+
+
+def candidate_architectures(alphas: Tensor, primitives: tuple[str, ...], strategy: str, per_edge: int,
+                            max_candidates: int, generator: torch.Generator,
+                            darts_type: str = "original") -> list[tuple[int, ...]]:
+    """Discrete architectures (one primitive index per edge), best first.
+
+    "max": the argmax per edge first (ties -> lowest index: deterministic), then
+    the best-scoring combinations of each edge's ``per_edge`` leading primitives
+    (score = sum of log mixing weights), at most ``max_candidates``.
+    "sample": the first is drawn from each edge's softmax, then further draws.
+    """
+    a = alphas.detach().double().cpu()
+    if darts_type == "fair":
+        logp = torch.nn.functional.logsigmoid(a)
+    else:
+        logp = torch.log_softmax(a, dim=-1)
+    E, P = logp.shape
+    if strategy == "sample":
+        probs = logp.exp()
+        probs = probs / probs.sum(-1, keepdim=True)
+        seen, out = set(), []
+        for _ in range(4 * max_candidates):
+            c = tuple(int(i) for i in torch.multinomial(probs, 1, generator=generator).squeeze(1))
+            if c not in seen:
+                seen.add(c)
+                out.append(c)
+            if len(out) >= max_candidates:
+                break
+        return out
+    order = torch.argsort(-logp, dim=-1, stable=True)[:, :max(1, per_edge)]
+    beam: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
+    for e in range(E):
+        grown = [(s - float(logp[e, k]), c + (int(k),)) for s, c in beam for k in order[e]]
+        beam = heapq.nsmallest(max_candidates, grown)
+    return [c for _, c in beam]
+
+
+def complexity(primitives: tuple[str, ...], choice, inner: bool) -> int:
+    """Degrees of freedom of a discrete graph: 1 + #coefficients per used edge."""
+    return sum(0 if PRIMITIVES[primitives[k]].zero else 1 + PRIMITIVES[primitives[k]].n_params(inner)
+               for k in choice)
+
+
+def fit_coefficients(net: EquationGraph, x: Tensor, y: Tensor, max_iter: int) -> float:
+    """L-BFGS (strong Wolfe) on all trainable coefficients of the discrete graph
+    ``net`` in place, full batch; keeps the best finite state.  Returns its loss."""
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            v = float(net._loss(x, y))
+        return v if math.isfinite(v) else math.inf
+
+    best = loss_now()
+    if not params or max_iter <= 0:
+        return best
+    best_state = copy.deepcopy(net.state_dict())
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-15)
+
+    def closure():
+        opt.zero_grad()
+        loss = net._loss(x, y)
+        loss.backward()
+        _sanitize_grads(params)
+        return loss
+
+    for _ in range(max(1, max_iter // 20)):
+        try:
+            opt.step(closure)
+        except RuntimeError:  # a line search into a non-finite region
+            break
+        now = loss_now()
+        if now < best - 1e-15 * abs(best):
+            best, best_state = now, copy.deepcopy(net.state_dict())
+        elif now >= best:
+            break
+    net.load_state_dict(best_state)
+    return best
+
+
+def selection_score(net: EquationGraph, loss: float, n: int, dof: int, penalty: float) -> float:
+    """BIC-style score of a discrete graph on ``n`` held-out samples (lower wins).
+
+    MSE-type outputs: n log(max(MSE/Var(y), 1e-10)) + penalty * dof * log(n); the
+    floor makes all exact fits of noise-free data tie so that the simpler one wins
+    instead of the one with the smaller rounding error.  Cross-entropy outputs:
+    2 n CE + penalty * dof * log(n)."""
+    if not math.isfinite(loss):
+        return math.inf
+    log_n = math.log(max(n, 2))
+    if net.output_type in ("class", "probability_distribution"):
+        return 2 * n * loss + penalty * dof * log_n
+    return n * math.log(max(loss, 1e-10)) + penalty * dof * log_n
+
+
+class CandidateSelector:
+    """Fits discrete graphs on the training split and scores them on the validation
+    split, caching by architecture; ``local_search`` then improves the best one by
+    single-edge changes (each edge tried with every other primitive)."""
+
+    def __init__(self, make_discrete, train, valid, max_iter: int, penalty: float, inner: bool):
+        self.make_discrete, self.train, self.valid = make_discrete, train, valid
+        self.max_iter, self.penalty, self.inner = max_iter, penalty, inner
+        self.results: dict[tuple[int, ...], tuple[float, float, int, EquationGraph]] = {}
+
+    def evaluate(self, source: EquationGraph, choice: tuple[int, ...], init: EquationGraph | None = None):
+        """Score of ``choice`` (coefficients from ``source``, overridden by ``init``'s
+        on the edges where ``init`` uses the same primitive)."""
+        if choice in self.results:
+            return self.results[choice][0]
+        cand = self.make_discrete(source, choice)
+        if init is not None:
+            with torch.no_grad():
+                for e, (k_new, k_old) in enumerate(zip(choice, init.fixed.tolist())):
+                    if k_new == k_old:
+                        for name in ("a", "b", "beta"):
+                            getattr(cand, name)[e, k_new] = getattr(init, name)[e, k_old]
+                cand.weight.copy_(init.weight)
+                cand.bias.copy_(init.bias)
+        fit_coefficients(cand, *self.train, self.max_iter)
+        with torch.no_grad():
+            loss = float(cand._loss(*self.valid))
+        dof = complexity(cand.primitives, choice, self.inner)
+        score = selection_score(cand, loss, self.valid[0].shape[0], dof, self.penalty)
+        self.results[choice] = (score, loss, dof, cand)
+        return score
+
+    def best(self) -> tuple[int, ...]:
+        return min(self.results, key=lambda c: (self.results[c][0], self.results[c][2]))
+
+    def local_search(self, source: EquationGraph, rounds: int) -> tuple[int, ...]:
+        best = self.best()
+        P = len(source.primitives)
+        for _ in range(rounds):
+            start = best
+            for e in range(len(start)):
+                for k in range(P):
+                    if k == start[e]:
+                        continue
+                    choice = start[:e] + (k,) + start[e + 1:]
+                    self.evaluate(source, choice, init=self.results[start][3])
+            best = self.best()
+            if best == start:
+                break
+        return best
