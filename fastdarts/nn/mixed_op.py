@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ..genotypes import PRIMITIVES
 from ..ops.mixed_sum import mixed_sum as _mixed_sum_op
-from ..reference.cnn.operations import OPS
+from ..reference.cnn.operations import OPS, DilConv, FactorizedReduce, Identity, SepConv
+from .memory import note_kept
 
-__all__ = ["MixedOp", "common_dtype", "make_op", "active_columns"]
+__all__ = ["MixedOp", "MEMORY_MODES", "common_dtype", "make_op", "active_columns",
+           "edge_outputs"]
+
+# What a MixedOp keeps for the backward (bench/NOTES.md, "memory", has the numbers):
+#   "plain":      every op runs as its own module; each of the 4 sep/dil convs (and
+#                 FactorizedReduce) stores its own copy of ReLU(x).
+#   "shared":     ReLU(x) is computed once per edge and fed to those ops' remaining
+#                 layers (the same modules and state_dict keys): same math, ~10% fewer
+#                 saved bytes and 3 fewer ReLUs per edge.  The default.
+#   "checkpoint": "shared", and every op but identity runs inside one non-reentrant
+#                 torch.utils.checkpoint per edge: only the edge input and the op outputs
+#                 (which mixed_sum needs for alpha's gradient) are kept; the convs, pools
+#                 and BatchNorms are recomputed in the backward (~1 extra forward).
+MEMORY_MODES = ("plain", "shared", "checkpoint")
 
 
 def make_op(primitive: str, C: int, stride: int) -> nn.Module:
@@ -43,6 +59,106 @@ def common_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     return dtype
 
 
+def _relu_head(op: nn.Module) -> nn.ReLU | None:
+    """The leading ReLU of a SepConv/DilConv/FactorizedReduce, when it is a plain
+    (not in-place) nn.ReLU; None otherwise (then the op must run whole: e.g. a model
+    whose ReLUs were swapped for another activation keeps its exact math)."""
+    if isinstance(op, (SepConv, DilConv)):
+        head = op.op[0]
+    elif isinstance(op, FactorizedReduce):
+        head = op.relu
+    else:
+        return None
+    return head if type(head) is nn.ReLU and not head.inplace else None
+
+
+def _after_relu(op: nn.Module, relu_x: Tensor) -> Tensor:
+    """``op(x)`` given ``relu_x = ReLU(x)``: the op's layers after its ReLU, the same
+    calls as the reference's forward (module hooks on ``op`` itself are bypassed)."""
+    if isinstance(op, FactorizedReduce):
+        out = torch.cat([op.conv_1(relu_x), op.conv_2(relu_x[:, :, 1:, 1:])], dim=1)
+        return op.bn(out)
+    y = relu_x
+    for i, layer in enumerate(op.op):
+        if i:
+            y = layer(y)
+    return y
+
+
+def _shared_relu_outputs(ops: Sequence[nn.Module], x: Tensor) -> list[Tensor]:
+    """[op(x) for op in ops], with ReLU(x) computed once for every op that starts with it."""
+    relu_x = None
+    outputs = []
+    for op in ops:
+        head = _relu_head(op)
+        if head is None:
+            outputs.append(op(x))
+            continue
+        if relu_x is None:
+            relu_x = head(x)
+        outputs.append(_after_relu(op, relu_x))
+    return outputs
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Leave the BatchNorm running statistics of ``modules`` as they were on entry.
+
+    The checkpoint recompute runs the BatchNorms in training mode again; without this
+    their running_mean/var would take a second momentum step and num_batches_tracked
+    would count the batch twice.  The buffers are C floats each: the copies are free."""
+    bns = [m for op in modules for m in op.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+           and m.running_mean is not None]
+    saved = [(bn.running_mean.clone(), bn.running_var.clone(),
+              bn.num_batches_tracked.clone()) for bn in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for bn, (mean, var, count) in zip(bns, saved, strict=True):
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+                bn.num_batches_tracked.copy_(count)
+
+
+def edge_outputs(ops: Sequence[nn.Module], x: Tensor, memory: str) -> list[Tensor]:
+    """The outputs [op(x) for op in ops] of one edge, keeping what ``memory`` says.
+
+    x: [N, C, H, W] (any float dtype/layout); ``ops`` exclude ``none``.  Returns one
+    [N, C, H/s, W/s] tensor per op, in order.  In "checkpoint" mode with gradients
+    enabled, the non-identity ops run under ``torch.utils.checkpoint(use_reentrant=False)``
+    whose recompute (in the backward) leaves the BatchNorm running statistics alone, so
+    they are updated once per forward as in the reference.  The recompute must reproduce
+    the forward exactly: true on the CPU and for deterministic GPU kernels; with
+    ``torch.backends.cudnn.benchmark`` or non-deterministic cuDNN algorithms the
+    recomputed intermediates may differ in the last bits (gradients then differ from
+    "shared" by round-off, never in the forward values or the statistics).
+    """
+    if memory == "plain":
+        return [op(x) for op in ops]
+    if memory == "shared" or not torch.is_grad_enabled():
+        return _shared_relu_outputs(ops, x)
+    if memory != "checkpoint":
+        raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
+    # Identity keeps x itself (mixed_sum saves it anyway); recomputing it saves nothing.
+    heavy = [op for op in ops if not isinstance(op, Identity)]
+    if not heavy:
+        return [op(x) for op in ops]
+    note_kept([x])  # the checkpoint's closure holds x until the backward
+
+    def context():
+        return contextlib.nullcontext(), _frozen_bn_stats(heavy)
+
+    heavy_outputs = iter(checkpoint(_shared_relu_outputs_tuple, heavy, x, use_reentrant=False,
+                                    preserve_rng_state=False, context_fn=context))
+    return [x if isinstance(op, Identity) else next(heavy_outputs) for op in ops]
+
+
+def _shared_relu_outputs_tuple(ops: Sequence[nn.Module], x: Tensor) -> tuple[Tensor, ...]:
+    return tuple(_shared_relu_outputs(ops, x))
+
+
 class MixedOp(nn.Module):
     """sum_k weights[k] * op_k(x), fused; a drop-in for the original MixedOp.
 
@@ -55,22 +171,29 @@ class MixedOp(nn.Module):
     Args:
         C: channels. stride: 1, or 2 on a reduction cell's input edges.
         primitives: op names (keys of ``fastdarts.reference.cnn.OPS``).
+        memory: "plain", "shared" (default) or "checkpoint": what the forward keeps
+            for the backward (see ``MEMORY_MODES`` and :func:`edge_outputs`); the
+            results are the reference's in every mode.
 
     forward(x: [N, C, H, W], weights: [len(primitives)]) -> [N, C, H/stride, W/stride]
     in the ops' (promoted) dtype; float32/float16/bfloat16 (autocast) and
     channels_last inputs are supported.
     """
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str] = PRIMITIVES):
+    def __init__(self, C: int, stride: int, primitives: Sequence[str] = PRIMITIVES,
+                 memory: str = "shared"):
         super().__init__()
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
         self._primitives = list(primitives)
         self._ops = nn.ModuleList(make_op(p, C, stride) for p in self._primitives)
         self._active = active_columns(self._primitives)
+        self.memory = memory
 
     def active_outputs(self, x: Tensor) -> list[Tensor]:
         """The outputs of every op but ``none``, in primitive order."""
-        return [op(x) for p, op in zip(self._primitives, self._ops, strict=True)
-                if p != "none"]
+        ops = [op for p, op in zip(self._primitives, self._ops, strict=True) if p != "none"]
+        return edge_outputs(ops, x, self.memory)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         if weights.dim() != 1 or weights.shape[0] != len(self._ops):
@@ -85,4 +208,4 @@ class MixedOp(nn.Module):
         return _mixed_sum_op(outputs, weights[self._active])
 
     def extra_repr(self) -> str:
-        return f"fused, skips none: {'none' in self._primitives}"
+        return f"fused, skips none: {'none' in self._primitives}, memory={self.memory!r}"

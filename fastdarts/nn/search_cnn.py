@@ -9,6 +9,10 @@ sums them with one ``fastdarts::mixed_sum`` whose weights are the [E, K-1]
 block of softmax(alpha) without the ``none`` column, instead of E * K separate
 multiply-adds (the ``none`` op is never run; its weight still counts in the
 softmax and gets its zero gradient through the slicing).
+
+``memory=`` ("plain", "shared" = default, "checkpoint") chooses what the forward
+keeps for the backward without changing any result; see
+``fastdarts.nn.mixed_op.MEMORY_MODES`` and bench/NOTES.md, "memory".
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import Tensor
 
 from ..reference.cnn import model_search as _ref
 from ..reference.cnn.operations import FactorizedReduce, ReLUConvBN
-from .mixed_op import MixedOp, common_dtype
+from .mixed_op import MEMORY_MODES, MixedOp, common_dtype
 
 __all__ = ["Cell", "Network"]
 
@@ -32,7 +36,8 @@ class Cell(_ref.Cell):
     [N, multiplier * C, H', W'].
     """
 
-    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev):
+    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
+                 memory: str = "shared"):
         nn.Module.__init__(self)  # the reference __init__ builds its own MixedOps; mirror it
         self.reduction = reduction
         if reduction_prev:
@@ -47,7 +52,7 @@ class Cell(_ref.Cell):
         for i in range(self._steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride))
+                self._ops.append(MixedOp(C, stride, memory=memory))
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
         s0 = self.preprocess0(s0)
@@ -71,12 +76,15 @@ class Cell(_ref.Cell):
 class Network(_ref.Network):
     """The DARTS CNN supernet with fused cells; see the module docstring.
 
-    Network(C, num_classes, layers, criterion, steps=4, multiplier=4, stem_multiplier=3);
-    forward(input: [N, 3, H, W]) -> logits [N, num_classes].
+    Network(C, num_classes, layers, criterion, steps=4, multiplier=4, stem_multiplier=3,
+    memory="shared"); forward(input: [N, 3, H, W]) -> logits [N, num_classes].
+    ``memory`` can be changed later through the ``memory`` property.
     """
 
     def __init__(self, C, num_classes, layers, criterion, steps=4, multiplier=4,
-                 stem_multiplier=3):
+                 stem_multiplier=3, memory: str = "shared"):
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
         nn.Module.__init__(self)  # mirror the reference constructor with fused cells
         self._C = C
         self._num_classes = num_classes
@@ -100,7 +108,8 @@ class Network(_ref.Network):
                 reduction = True
             else:
                 reduction = False
-            cell = Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            cell = Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
+                        memory=memory)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
@@ -108,11 +117,28 @@ class Network(_ref.Network):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         self._initialize_alphas()
+        self._memory = memory
+
+    @property
+    def memory(self) -> str:
+        """What the forward keeps for the backward: "plain", "shared" or "checkpoint"."""
+        return self._memory
+
+    @memory.setter
+    def memory(self, mode: str) -> None:
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {mode!r}")
+        self._memory = mode
+        for m in self.modules():
+            if isinstance(m, MixedOp):
+                m.memory = mode
 
     def new(self) -> Network:
-        """A fresh fused network with the same hyperparameters and a copy of the alphas."""
+        """A fresh fused network with the same hyperparameters, memory mode and a copy of
+        the alphas."""
         model_new = Network(self._C, self._num_classes, self._layers, self._criterion,
-                            self._steps, self._multiplier, self._stem_multiplier)
+                            self._steps, self._multiplier, self._stem_multiplier,
+                            memory=self._memory)
         model_new.to(device=self.alphas_normal.device, dtype=self.alphas_normal.dtype)
         for x, y in zip(model_new.arch_parameters(), self.arch_parameters(),
                         strict=True):
