@@ -104,8 +104,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
         complexity_penalty: candidates are scored BIC-style on the validation
             split, n log(MSE / Var(y)) + penalty * dof * log(n), dof = 1 +
             #coefficients per used edge; the lowest wins (1.0: BIC).
-        local_search: rounds of single-edge changes tried from the best
-            candidate (each edge with every other primitive); 0 disables.
+        local_search: how many candidates (best first) have all their
+            single-edge changes fitted and scored; 0 disables.
         verbose: progress output during the search.
         fused: use fastdarts' fused mixed-sum op (None: on CUDA only).
 
@@ -313,8 +313,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
                 kw["architect"].current_loss = float(kw["loss"]) if kw["loss"] is not None else math.nan
                 self.execution_monitor(**kw)
         selector = CandidateSelector(self._discrete_from, train64, valid64,
-                                     int(self.param_updates_for_sampled_model), float(self.complexity_penalty),
-                                     bool(self.inner_coefficients))
+                                     int(self.param_updates_for_sampled_model),
+                                     float(self.complexity_penalty), bool(self.inner_coefficients))
         sources = {}
         for r in range(int(self.restarts)):
             net = self._new_graph(prims, n_in, n_out, gen, device)
@@ -328,7 +328,7 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
                 sources.setdefault(choice, net)
         best = selector.best()
         if self.local_search:
-            best = selector.local_search(sources[best], int(self.local_search))
+            best = selector.local_search(sources, int(self.local_search))
         model = selector.results[best][3]
         if all64[0].shape[0] != train64[0].shape[0]:  # final fit on every sample
             fit_coefficients(model, *all64, int(self.param_updates_for_sampled_model))
@@ -408,13 +408,13 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
             return tuple(str(c) for c in self.y_.columns)
         if getattr(self.y_, "name", None) is not None and np.ndim(self.y_) == 1:
             return (str(self.y_.name),)
-        if self.n_outputs_ == 1 or self.output_type == "class":
-            return ("y",) if self.output_type != "class" else tuple(f"y{i + 1}" for i in range(self.n_outputs_))
+        if self.n_outputs_ == 1:
+            return ("y",)
         return tuple(f"y{i + 1}" for i in range(self.n_outputs_))
 
-    def model_repr(self, input_labels: Sequence[str] | None = None, output_labels: Sequence[str] | None = None,
-                   output_function_label: str | None = None, decimals_to_display: int = 2,
-                   output_format: str = "console") -> str:
+    def model_repr(self, input_labels: Sequence[str] | None = None,
+                   output_labels: Sequence[str] | None = None, output_function_label: str | None = None,
+                   decimals_to_display: int = 2, output_format: str = "console") -> str:
         """The fitted graph as equations, one line per hidden node and per output
         ("console" text or "latex"); constants rounded to ``decimals_to_display``.
         ``output_function_label`` None names the output type's function (Sigmoid,

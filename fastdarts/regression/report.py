@@ -35,11 +35,13 @@ def readout_expressions(net: EquationGraph, node_symbols: Sequence, output_type:
     """Per output, W k + c wrapped in the output function (a named function symbol)."""
     out = []
     for o in range(net.n_outputs):
-        expr = sum((sp.Float(float(net.weight[o, i].detach())) * node_symbols[i] for i in range(net.num_nodes)),
+        w = net.weight.detach()
+        expr = sum((sp.Float(float(w[o, i])) * node_symbols[i] for i in range(net.num_nodes)),
                    sp.Integer(0)) + sp.Float(float(net.bias[o].detach()))
         label = OUTPUT_FUNCTION_LABELS[output_type] if function_label is None else function_label
         if label:
-            expr = logistic(expr) if label == "Sigmoid" and output_type != "real" else sp.Function(label)(expr)
+            sigmoid = label == "Sigmoid" and output_type != "real"
+            expr = logistic(expr) if sigmoid else sp.Function(label)(expr)
         out.append(expr)
     return out
 

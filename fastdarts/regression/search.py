@@ -99,8 +99,8 @@ def darts_search(net: EquationGraph, train: tuple[Tensor, Tensor], valid: tuple[
         loss = None
         for _ in range(cfg.param_updates_per_epoch):
             # cosine annealing over the whole search, max -> min
-            lr = cfg.param_learning_rate_min + 0.5 * (cfg.param_learning_rate_max - cfg.param_learning_rate_min) \
-                * (1 + math.cos(math.pi * step / total))
+            lr_lo, lr_hi = cfg.param_learning_rate_min, cfg.param_learning_rate_max
+            lr = lr_lo + 0.5 * (lr_hi - lr_lo) * (1 + math.cos(math.pi * step / total))
             for g in opt.param_groups:
                 g["lr"] = lr
             xb, yb = tr.next()
@@ -240,7 +240,18 @@ class CandidateSelector:
                             getattr(cand, name)[e, k_new] = getattr(init, name)[e, k_old]
                 cand.weight.copy_(init.weight)
                 cand.bias.copy_(init.bias)
-        fit_coefficients(cand, *self.train, self.max_iter)
+        train_loss = fit_coefficients(cand, *self.train, self.max_iter)
+        if not train_loss < 1e-8:
+            # The inherited coefficients can sit in a poor basin (exp(a k) fitted
+            # with a = -0.12 where a = 1 is exact); retry from the primitives'
+            # natural scale (a = 1, b = 0, read-out weights 1) and keep the better.
+            alt = self.make_discrete(source, choice)
+            with torch.no_grad():
+                alt.a.fill_(1.0)
+                alt.b.zero_()
+                alt.beta.fill_(1.0)
+            if fit_coefficients(alt, *self.train, self.max_iter) < train_loss:
+                cand = alt
         with torch.no_grad():
             loss = float(cand._loss(*self.valid))
         dof = complexity(cand.primitives, choice, self.inner)
@@ -251,18 +262,24 @@ class CandidateSelector:
     def best(self) -> tuple[int, ...]:
         return min(self.results, key=lambda c: (self.results[c][0], self.results[c][2]))
 
-    def local_search(self, source: EquationGraph, rounds: int) -> tuple[int, ...]:
-        best = self.best()
-        P = len(source.primitives)
-        for _ in range(rounds):
-            start = best
+    def local_search(self, sources: dict, expansions: int) -> tuple[int, ...]:
+        """Expand, best first, up to ``expansions`` not yet expanded candidates:
+        every single-edge change of one is fitted and scored.  Expanding beyond
+        the best alone matters: exp(ln x1 + ln x2) is two changes away from the
+        best 4-edge graph but one from the third best (x1 * x2, seed 3)."""
+        expanded: set = set()
+        P = len(next(iter(sources.values())).primitives)
+        for _ in range(expansions):
+            order = sorted(self.results, key=lambda c: (self.results[c][0], self.results[c][2]))
+            start = next((c for c in order if c not in expanded), None)
+            if start is None:
+                break
+            expanded.add(start)
+            src = sources.get(start) or next(iter(sources.values()))
             for e in range(len(start)):
                 for k in range(P):
-                    if k == start[e]:
-                        continue
-                    choice = start[:e] + (k,) + start[e + 1:]
-                    self.evaluate(source, choice, init=self.results[start][3])
-            best = self.best()
-            if best == start:
-                break
-        return best
+                    if k != start[e]:
+                        choice = start[:e] + (k,) + start[e + 1:]
+                        self.evaluate(src, choice, init=self.results[start][3])
+                        sources.setdefault(choice, src)
+        return self.best()

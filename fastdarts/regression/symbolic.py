@@ -15,7 +15,7 @@ class logistic(sp.Function):  # noqa: N801  (printed name)
     """1 / (1 + exp(-z)), printed as logistic(z) / \\sigma(z)."""
 
     def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return r"\sigma\left(" + printer._print(self.args[0]) + r"\right)"
 
     def _eval_rewrite_as_exp(self, z, **kwargs):
         return 1 / (1 + sp.exp(-z))
@@ -25,10 +25,10 @@ class relu(sp.Function):  # noqa: N801
     """max(z, 0), printed as ReLU(z)."""
 
     def _sympystr(self, printer):
-        return "ReLU(%s)" % printer._print(self.args[0])
+        return "ReLU(" + printer._print(self.args[0]) + ")"
 
     def _latex(self, printer):
-        return r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0])
+        return r"\operatorname{ReLU}\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 class softplus(sp.Function):  # noqa: N801
@@ -38,7 +38,8 @@ class softplus(sp.Function):  # noqa: N801
 
     def _latex(self, printer):
         z, beta = self.args
-        return r"\operatorname{softplus}_{%s}\left(%s\right)" % (printer._print(beta), printer._print(z))
+        return (r"\operatorname{softplus}_{" + printer._print(beta) + r"}\left(" + printer._print(z)
+                + r"\right)")
 
 
 def round_constants(expr, decimals: int):
