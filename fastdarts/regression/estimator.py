@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import report
@@ -243,7 +244,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
         if self.max_epochs == 0 and not refit:
             raise ValueError("max_epochs=0 refits the coefficients of an already fitted graph, but this "
                              "estimator is not fitted yet; fit it with max_epochs > 0 first")
-        self.X_, self.y_ = X, y
+        self.X_, self.y_ = X, y  # kept for labels (DataFrame columns, Series name), as AutoRA does
+        self.y_1d_ = y_.ndim == 1
         self.n_outputs_ = n_out
         device = self._device()
         seed = np.random.SeedSequence(self.random_state).generate_state(1)[0] \
@@ -381,13 +383,14 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
         out = self._raw_output(X)
         if self.output_type == "class":
             return self.classes_[np.argmax(out, axis=1)]
-        return out[:, 0] if out.shape[1] == 1 and np.ndim(self.y_) == 1 else out
+        return out[:, 0] if out.shape[1] == 1 and self.y_1d_ else out
 
+    def _has_proba(self) -> bool:
+        return self.output_type in ("class", "probability_distribution")
+
+    @available_if(_has_proba)
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities [n, C] (output_type "class" or "probability_distribution")."""
-        if self.output_type not in ("class", "probability_distribution"):
-            raise AttributeError(f"predict_proba needs output_type 'class' or 'probability_distribution', "
-                                 f"not {self.output_type!r}")
+        """Class probabilities [n, C] (only for output_type "class" or "probability_distribution")."""
         return self._raw_output(X)
 
     # -- reading the equation off --------------------------------------------------------
@@ -406,7 +409,7 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
             return tuple(output_labels)
         if hasattr(self.y_, "columns"):
             return tuple(str(c) for c in self.y_.columns)
-        if getattr(self.y_, "name", None) is not None and np.ndim(self.y_) == 1:
+        if getattr(self.y_, "name", None) is not None and self.y_1d_:
             return (str(self.y_.name),)
         if self.n_outputs_ == 1:
             return ("y",)
