@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -100,26 +100,31 @@ def _shared_relu_outputs(ops: Sequence[nn.Module], x: Tensor) -> list[Tensor]:
     return outputs
 
 
-@contextlib.contextmanager
-def _frozen_bn_stats(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Leave the BatchNorm running statistics of ``modules`` as they were on entry.
+class _FrozenBatchNormStats:
+    """Context manager: the BatchNorm running statistics of ``modules`` end as they were
+    on entry (re-enterable: the checkpoint enters it once per recompute).
 
     The checkpoint recompute runs the BatchNorms in training mode again; without this
     their running_mean/var would take a second momentum step and num_batches_tracked
     would count the batch twice.  The buffers are C floats each: the copies are free."""
-    bns = [m for op in modules for m in op.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-           and m.running_mean is not None]
-    saved = [(bn.running_mean.clone(), bn.running_var.clone(),
-              bn.num_batches_tracked.clone()) for bn in bns]
-    try:
-        yield
-    finally:
+
+    def __init__(self, modules: Sequence[nn.Module]):
+        self.bns = [m for op in modules for m in op.modules()
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                    and m.running_mean is not None]
+        self.saved: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [(bn.running_mean.clone(), bn.running_var.clone(),
+                       bn.num_batches_tracked.clone()) for bn in self.bns]
+
+    def __exit__(self, *exc) -> None:
         with torch.no_grad():
-            for bn, (mean, var, count) in zip(bns, saved, strict=True):
+            for bn, (mean, var, count) in zip(self.bns, self.saved, strict=True):
                 bn.running_mean.copy_(mean)
                 bn.running_var.copy_(var)
                 bn.num_batches_tracked.copy_(count)
+        self.saved = []
 
 
 def edge_outputs(ops: Sequence[nn.Module], x: Tensor, memory: str) -> list[Tensor]:
@@ -148,7 +153,7 @@ def edge_outputs(ops: Sequence[nn.Module], x: Tensor, memory: str) -> list[Tenso
     note_kept([x])  # the checkpoint's closure holds x until the backward
 
     def context():
-        return contextlib.nullcontext(), _frozen_bn_stats(heavy)
+        return contextlib.nullcontext(), _FrozenBatchNormStats(heavy)
 
     heavy_outputs = iter(checkpoint(_shared_relu_outputs_tuple, heavy, x, use_reentrant=False,
                                     preserve_rng_state=False, context_fn=context))
