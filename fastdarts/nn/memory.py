@@ -123,3 +123,4 @@ def saved_bytes_of(model: nn.Module, x: Tensor, y: Tensor) -> SavedBytes:
     del loss
     mem.release()
     return mem
+
