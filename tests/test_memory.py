@@ -108,6 +108,30 @@ def test_checkpoint_without_grad_and_eval():
     torch.testing.assert_close(g_f, g_r, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("memory", MEMORY_MODES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mixed_op_modes_match_reference(memory, stride, use_backend):
+    """A lone fastdarts.MixedOp (its ops and its sum checkpointed together)."""
+    use_backend("reference")
+    torch.manual_seed(0)
+    ref = cnn.MixedOp(4, stride).double()
+    fused = fnn.MixedOp(4, stride, memory=memory).double()
+    fused.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 6, 6, generator=g, dtype=torch.float64)
+    alpha = torch.randn(8, generator=g, dtype=torch.float64)
+    results = []
+    for module in (ref, fused):
+        xi = x.clone().requires_grad_()
+        ai = alpha.clone().requires_grad_()
+        out = module(xi, torch.softmax(ai, -1))
+        out.pow(2).sum().backward()
+        results.append([out, xi.grad, ai.grad, *(p.grad for p in module.parameters()),
+                        *module.state_dict().values()])
+    for r, f in zip(*results, strict=True):
+        torch.testing.assert_close(f, r, rtol=1e-9, atol=1e-10)
+
+
 def test_memory_mode_api():
     _, fused = make_pair("shared", torch.float64)
     assert fused.memory == "shared"
@@ -168,7 +192,7 @@ def test_saved_bytes_ratios_small_config():
     assert ratio["plain"] < 1.0
     assert ratio["shared"] < 0.9 * ratio["plain"]
     assert ratio["checkpoint"] < 0.6
-    assert ratio["checkpoint"] < 0.3  # measured 0.23 at the paper's shapes
+    assert ratio["checkpoint"] < 0.1  # measured 0.043 at the paper's shapes
 
 
 # -------------------------------------------------------------------- the Architect

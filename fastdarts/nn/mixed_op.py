@@ -12,11 +12,11 @@ from torch.utils.checkpoint import checkpoint
 
 from ..genotypes import PRIMITIVES
 from ..ops.mixed_sum import mixed_sum as _mixed_sum_op
-from ..reference.cnn.operations import OPS, DilConv, FactorizedReduce, Identity, SepConv
+from ..reference.cnn.operations import OPS, DilConv, FactorizedReduce, SepConv
 from .memory import note_kept
 
 __all__ = ["MixedOp", "MEMORY_MODES", "common_dtype", "make_op", "active_columns",
-           "edge_outputs"]
+           "edge_outputs", "checkpointed"]
 
 # What a MixedOp keeps for the backward (bench/NOTES.md, "memory", has the numbers):
 #   "plain":      every op runs as its own module; each of the 4 sep/dil convs (and
@@ -24,10 +24,13 @@ __all__ = ["MixedOp", "MEMORY_MODES", "common_dtype", "make_op", "active_columns
 #   "shared":     ReLU(x) is computed once per edge and fed to those ops' remaining
 #                 layers (the same modules and state_dict keys): same math, ~10% fewer
 #                 saved bytes and 3 fewer ReLUs per edge.  The default.
-#   "checkpoint": "shared", and every op but identity runs inside one non-reentrant
-#                 torch.utils.checkpoint per edge: only the edge input and the op outputs
-#                 (which mixed_sum needs for alpha's gradient) are kept; the convs, pools
-#                 and BatchNorms are recomputed in the backward (~1 extra forward).
+#   "checkpoint": "shared", and each node (all ops of its incoming edges and their mixed
+#                 sum; a lone MixedOp: its ops and sum) runs inside one non-reentrant
+#                 torch.utils.checkpoint: only the node's inputs are kept, everything else
+#                 is recomputed in the backward (~1 extra forward of the cells).  Per edge
+#                 checkpoints (keeping the op outputs for mixed_sum) were measured first:
+#                 0.23x of the reference's saved bytes against 0.0Nx per node, at the same
+#                 recompute cost, since both recompute every op but identity.
 MEMORY_MODES = ("plain", "shared", "checkpoint")
 
 
@@ -128,40 +131,41 @@ class _FrozenBatchNormStats:
 
 
 def edge_outputs(ops: Sequence[nn.Module], x: Tensor, memory: str) -> list[Tensor]:
-    """The outputs [op(x) for op in ops] of one edge, keeping what ``memory`` says.
+    """The outputs [op(x) for op in ops] of one edge: each op on its own ("plain"), or with
+    ReLU(x) shared ("shared", and "checkpoint", whose callers wrap whole nodes in
+    :func:`checkpointed`).
 
     x: [N, C, H, W] (any float dtype/layout); ``ops`` exclude ``none``.  Returns one
-    [N, C, H/s, W/s] tensor per op, in order.  In "checkpoint" mode with gradients
-    enabled, the non-identity ops run under ``torch.utils.checkpoint(use_reentrant=False)``
-    whose recompute (in the backward) leaves the BatchNorm running statistics alone, so
-    they are updated once per forward as in the reference.  The recompute must reproduce
-    the forward exactly: true on the CPU and for deterministic GPU kernels; with
-    ``torch.backends.cudnn.benchmark`` or non-deterministic cuDNN algorithms the
-    recomputed intermediates may differ in the last bits (gradients then differ from
-    "shared" by round-off, never in the forward values or the statistics).
+    [N, C, H/s, W/s] tensor per op, in order.
     """
     if memory == "plain":
         return [op(x) for op in ops]
-    if memory == "shared" or not torch.is_grad_enabled():
-        return _shared_relu_outputs(ops, x)
-    if memory != "checkpoint":
+    if memory not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
-    # Identity keeps x itself (mixed_sum saves it anyway); recomputing it saves nothing.
-    heavy = [op for op in ops if not isinstance(op, Identity)]
-    if not heavy:
-        return [op(x) for op in ops]
-    note_kept([x])  # the checkpoint's closure holds x until the backward
+    return _shared_relu_outputs(ops, x)
+
+
+def checkpointed(fn, modules: Sequence[nn.Module], *inputs):
+    """``fn(*inputs)``, keeping only ``inputs`` for the backward, which re-runs ``fn``.
+
+    Non-reentrant ``torch.utils.checkpoint`` (works with ``torch.autograd.grad`` and
+    double backward).  The recompute leaves the BatchNorm running statistics of
+    ``modules`` alone, so they move once per forward as in the reference.  No RNG state
+    is stashed: the search ops have no dropout.  The recompute must reproduce the forward
+    exactly: true on the CPU and for deterministic GPU kernels; with
+    ``torch.backends.cudnn.benchmark`` or non-deterministic cuDNN algorithms the
+    recomputed intermediates may differ in the last bits (the gradients then differ from
+    "shared" by round-off; forward values and statistics cannot).  Weights must not be
+    changed in place between the forward and the backward (the recompute would use the
+    new values; fastdarts.Architect never does that).
+    """
+    note_kept([t for t in inputs if isinstance(t, Tensor)])  # held by the closure
 
     def context():
-        return contextlib.nullcontext(), _FrozenBatchNormStats(heavy)
+        return contextlib.nullcontext(), _FrozenBatchNormStats(modules)
 
-    heavy_outputs = iter(checkpoint(_shared_relu_outputs_tuple, heavy, x, use_reentrant=False,
-                                    preserve_rng_state=False, context_fn=context))
-    return [x if isinstance(op, Identity) else next(heavy_outputs) for op in ops]
-
-
-def _shared_relu_outputs_tuple(ops: Sequence[nn.Module], x: Tensor) -> tuple[Tensor, ...]:
-    return tuple(_shared_relu_outputs(ops, x))
+    return checkpoint(fn, *inputs, use_reentrant=False, preserve_rng_state=False,
+                      context_fn=context)
 
 
 class MixedOp(nn.Module):
@@ -204,6 +208,11 @@ class MixedOp(nn.Module):
         if weights.dim() != 1 or weights.shape[0] != len(self._ops):
             raise ValueError(f"MixedOp has {len(self._ops)} ops but got weights of shape "
                              f"{tuple(weights.shape)}; pass one row of softmax(alpha)")
+        if self.memory == "checkpoint" and torch.is_grad_enabled():
+            return checkpointed(self._sum, self._ops, x, weights)
+        return self._sum(x, weights)
+
+    def _sum(self, x: Tensor, weights: Tensor) -> Tensor:
         outputs = self.active_outputs(x)
         if not outputs:  # only 'none': zeros of the strided shape, as the original computes
             k = self._primitives.index("none")

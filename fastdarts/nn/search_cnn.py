@@ -17,13 +17,16 @@ keeps for the backward without changing any result; see
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ..reference.cnn import model_search as _ref
 from ..reference.cnn.operations import FactorizedReduce, ReLUConvBN
-from .mixed_op import MEMORY_MODES, MixedOp, common_dtype
+from .mixed_op import MEMORY_MODES, MixedOp, checkpointed, common_dtype
 
 __all__ = ["Cell", "Network"]
 
@@ -59,18 +62,32 @@ class Cell(_ref.Cell):
         s1 = self.preprocess1(s1)
         states = [s0, s1]
         offset = 0
+        checkpoint_nodes = self._ops[0].memory == "checkpoint" and torch.is_grad_enabled()
         for _ in range(self._steps):
             n_in = len(states)
             edges = self._ops[offset:offset + n_in]
-            # Edge-major, as the [E, K'] weight block is laid out.
-            outputs = [o for mixed, h in zip(edges, states, strict=True)
-                       for o in mixed.active_outputs(h)]
-            dtype = common_dtype(outputs)
-            outputs = [o if o.dtype == dtype else o.to(dtype) for o in outputs]
             node_weights = weights[offset:offset + n_in, edges[0]._active]
-            states.append(torch.ops.fastdarts.mixed_sum(outputs, node_weights))
+            if checkpoint_nodes:  # keep only the node's inputs; recompute the rest in backward
+                node = checkpointed(functools.partial(_node_sum, edges), edges, node_weights,
+                                    *states)
+            else:
+                node = _node_sum(edges, node_weights, *states)
+            states.append(node)
             offset += n_in
         return torch.cat(states[-self._multiplier:], dim=1)
+
+
+def _node_sum(edges: Sequence[MixedOp], node_weights: Tensor, *states: Tensor) -> Tensor:
+    """One node: sum over its E edges and K' non-none ops of w[e, k] * op_ek(states[e]).
+
+    node_weights: [E, K'] (softmax(alpha) rows of the edges, ``none`` column dropped);
+    states: E tensors [N, C, H, W].  One ``fastdarts::mixed_sum`` over the E * K' op
+    outputs, edge-major as the weight block is laid out.
+    """
+    outputs = [o for mixed, h in zip(edges, states, strict=True) for o in mixed.active_outputs(h)]
+    dtype = common_dtype(outputs)
+    outputs = [o if o.dtype == dtype else o.to(dtype) for o in outputs]
+    return torch.ops.fastdarts.mixed_sum(outputs, node_weights)
 
 
 class Network(_ref.Network):
