@@ -14,6 +14,11 @@ counting each storage's ``nbytes`` once: ``relu(x)`` saved by four convs, or a v
 ``x[:, :, 1:, 1:]`` of a saved ``x``, cost the bytes once, as in real memory.  Storages
 of the parameters are left out of ``saved_bytes`` and reported as ``param_bytes``.
 
+:class:`PeakLiveBytes` measures the other half, the peak: the most bytes of storages
+created inside its block that were alive at once (forward transients, saved tensors,
+the backward's gradients and a checkpoint's recomputed intermediates), tracked per op
+with a dispatch mode and freed through weak-reference finalizers on the storages.
+
 Activation checkpointing (``torch.utils.checkpoint``, non-reentrant) keeps its region's
 inputs in a closure, not through the hooks; code that checkpoints calls
 :func:`note_kept` on those inputs so that the counter sees them too.
@@ -21,13 +26,16 @@ inputs in a closure, not through the hooks; code that checkpoints calls
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-__all__ = ["SavedBytes", "note_kept", "saved_bytes_of"]
+__all__ = ["SavedBytes", "PeakLiveBytes", "note_kept", "saved_bytes_of", "peak_step_bytes"]
 
 # Counters now inside their ``with`` block (a stack, so nested counters all count).
 _ACTIVE: list[SavedBytes] = []
@@ -124,3 +132,51 @@ def saved_bytes_of(model: nn.Module, x: Tensor, y: Tensor) -> SavedBytes:
     mem.release()
     return mem
 
+
+
+class PeakLiveBytes(TorchDispatchMode):
+    """Context manager: the peak bytes of storages created in its block and alive at once.
+
+    Every aten op's output storage is counted from the op that creates it until it is
+    freed (a ``weakref.finalize`` on the storage object, which PyTorch keeps alive as
+    long as the storage), so the number is what a caching-free allocator would hold on
+    top of what existed before the block (weights, inputs).  Views and in-place results
+    reuse a counted storage.  Runs on any device; costs a Python call per op.
+
+    Attributes: peak_bytes (int), live_bytes (int, now).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self._live: set[tuple] = set()
+
+    def _free(self, key: tuple, nbytes: int) -> None:
+        self._live.discard(key)
+        self.live_bytes -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = (t.device, storage.data_ptr())
+                if key in self._live or storage.nbytes() == 0:
+                    continue
+                self._live.add(key)
+                self.live_bytes += storage.nbytes()
+                weakref.finalize(storage, self._free, key, storage.nbytes())
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        return out
+
+
+def peak_step_bytes(model: nn.Module, x: Tensor, y: Tensor) -> int:
+    """Peak bytes allocated during ``model._loss(x, y).backward()`` (parameter gradients
+    included; set them to None first so that every mode allocates them alike)."""
+    model.zero_grad(set_to_none=True)
+    for a in getattr(model, "arch_parameters", list)():
+        a.grad = None
+    with PeakLiveBytes() as peak:
+        model._loss(x, y).backward()
+    return peak.peak_bytes
