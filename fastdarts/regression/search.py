@@ -201,6 +201,9 @@ def fit_coefficients(net: EquationGraph, x: Tensor, y: Tensor, max_iter: int) ->
     return best
 
 
+EXACT = 1e-10  # MSE / Var(y) below which a fit counts as exact (float64 rounding level)
+
+
 def selection_score(net: EquationGraph, loss: float, n: int, dof: int, penalty: float) -> float:
     """BIC-style score of a discrete graph on ``n`` held-out samples (lower wins).
 
@@ -213,7 +216,7 @@ def selection_score(net: EquationGraph, loss: float, n: int, dof: int, penalty: 
     log_n = math.log(max(n, 2))
     if net.output_type in ("class", "probability_distribution"):
         return 2 * n * loss + penalty * dof * log_n
-    return n * math.log(max(loss, 1e-10)) + penalty * dof * log_n
+    return n * math.log(max(loss, EXACT)) + penalty * dof * log_n
 
 
 class CandidateSelector:
@@ -272,7 +275,8 @@ class CandidateSelector:
         for _ in range(expansions):
             order = sorted(self.results, key=lambda c: (self.results[c][0], self.results[c][2]))
             start = next((c for c in order if c not in expanded), None)
-            if start is None:
+            if start is None or (order[0] in expanded and self.results[order[0]][1] <= EXACT):
+                # an exact fit whose single-edge simplifications were all tried: done
                 break
             expanded.add(start)
             src = sources.get(start) or next(iter(sources.values()))
