@@ -1,0 +1,120 @@
+"""``fastdarts profile cnn|rnn [search flags] [--warmup N --steps N --compare --json F --png F]``.
+
+Builds the search that ``fastdarts search cnn|rnn`` with the same flags would run
+(without running it), times ``--steps`` search steps per phase after ``--warmup``
+steps, prints a table and the projection for the whole configured search, and
+optionally writes JSON (schema: fastdarts.profile.profiler.check_schema) and a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+
+from ..cli import _search_cnn_parser, _search_rnn_parser
+
+
+def _profile_flags(p) -> None:
+    g = p.add_argument_group("profile")
+    g.add_argument("--warmup", type=int, default=3, help="warm-up steps, not timed (default 3)")
+    g.add_argument("--steps", type=int, default=10,
+                   help="measured steps (each run twice: instrumented and plain; default 10)")
+    g.add_argument("--compare", action="store_true",
+                   help="profile the reference implementation, the fused path on every available "
+                        "kernel backend and (CNN on CUDA) the captured step; print ratios")
+    g.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
+    g.add_argument("--png", default=None, metavar="FILE",
+                   help="stacked bar of phase times per variant (needs matplotlib)")
+    g.add_argument("--no_ops", action="store_true",
+                   help="skip the torch.profiler step (busy time, op/kernel counts, per-phase peak)")
+
+
+def add_parser(top) -> None:
+    """Register ``profile`` with ``cnn`` and ``rnn`` on the top-level subparsers."""
+    prof = top.add_parser("profile", help="where a search step's time goes, and what the search costs")
+    sub = prof.add_subparsers(dest="space", required=True)
+    cnn = _search_cnn_parser(sub)
+    _profile_flags(cnn)
+    cnn.set_defaults(run=run_profile_cnn, save=None)
+    rnn = _search_rnn_parser(sub)
+    _profile_flags(rnn)
+    rnn.set_defaults(run=run_profile_rnn, save=None)
+
+
+def cnn_config(a):
+    """The CNNSearchConfig that ``fastdarts search cnn`` builds from the same flags."""
+    from ..search.cnn import DIGITS_DEFAULTS, CNNSearchConfig
+
+    defaults = {"batch_size": 64, "epochs": 50, "init_channels": 16, "layers": 8}
+    if a.data is None:
+        defaults.update(DIGITS_DEFAULTS)
+    return CNNSearchConfig(
+        data=a.data, learning_rate=a.learning_rate, learning_rate_min=a.learning_rate_min,
+        momentum=a.momentum, weight_decay=a.weight_decay, report_freq=a.report_freq, save=a.save,
+        seed=a.seed, grad_clip=a.grad_clip, train_portion=a.train_portion, unrolled=a.unrolled,
+        arch_learning_rate=a.arch_learning_rate, arch_weight_decay=a.arch_weight_decay, impl=a.impl,
+        device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
+        resume=a.resume, cuda_graph=a.cuda_graph, channels_last=a.channels_last, quiet=True,
+        max_steps_per_epoch=a.max_steps_per_epoch,
+        **{k: getattr(a, k) if getattr(a, k) is not None else v for k, v in defaults.items()})
+
+
+def rnn_config(a):
+    """The RNNSearchConfig that ``fastdarts search rnn`` builds from the same flags."""
+    from ..search.rnn import PYDOC_DEFAULTS, RNNSearchConfig
+
+    sized = ("emsize", "nhid", "nhidlast", "epochs", "batch_size", "bptt")
+    defaults = {"emsize": 300, "nhid": 300, "nhidlast": 300, "epochs": 50, "batch_size": 256, "bptt": 35,
+                "max_steps_per_epoch": None}
+    if a.data is None:
+        defaults.update(PYDOC_DEFAULTS)
+    chosen = {k: getattr(a, k) if getattr(a, k) is not None else defaults[k]
+              for k in (*sized, "max_steps_per_epoch")}
+    return RNNSearchConfig(
+        data=a.data, lr=a.lr, clip=a.clip, dropout=a.dropout, dropouth=a.dropouth, dropoutx=a.dropoutx,
+        dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, log_interval=a.log_interval,
+        save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay, unrolled=a.unrolled,
+        arch_wdecay=a.arch_wdecay, arch_lr=a.arch_lr, impl=a.impl, device=a.device, resume=a.resume,
+        quiet=True, **chosen)
+
+
+def _run(space: str, a) -> int:
+    from .profiler import check_schema, format_report, run_profile, write_png
+
+    if a.steps < 1 or a.warmup < 0:
+        print("fastdarts profile: error: --steps must be >= 1 and --warmup >= 0", file=sys.stderr)
+        return 2
+    tmp = None
+    if a.save is None:  # the build creates its save directory; nothing is written there
+        tmp = a.save = tempfile.mkdtemp(prefix="fastdarts-profile-")
+    try:
+        cfg = cnn_config(a) if space == "cnn" else rnn_config(a)
+        log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        report = run_profile(space, cfg, warmup=a.warmup, steps=a.steps, compare=a.compare,
+                             ops=not a.no_ops, log=log)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    check_schema(report)
+    print(format_report(report))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"JSON report (schema_version {report['schema_version']}) written to {a.json}")
+    if a.png:
+        if write_png(report, a.png):
+            print(f"PNG written to {a.png}")
+        else:
+            print(f"no PNG written: matplotlib is not installed (pip install matplotlib); "
+                  f"--png {a.png} ignored", file=sys.stderr)
+    return 0
+
+
+def run_profile_cnn(a) -> int:
+    return _run("cnn", a)
+
+
+def run_profile_rnn(a) -> int:
+    return _run("rnn", a)
