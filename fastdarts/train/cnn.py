@@ -1,0 +1,283 @@
+"""Training a CNN genotype from scratch (the original cnn/train.py) on the callback
+engine, and testing the trained network (cnn/test.py).
+
+Per batch, as the original: train mode, (logits, logits_aux) = model(x), loss =
+CE(logits) + auxiliary_weight * CE(logits_aux), backward, clip the gradient norm,
+SGD step.  Per epoch: lr by cosine annealing to 0, drop_path_prob = p * epoch /
+epochs, then the accuracy on the test set (the original validates on the CIFAR-10
+test batch every epoch).  Data: CIFAR-10 with crop, flip and Cutout done on the
+device, or the embedded digits (first 80% train, the rest held out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .. import genotypes as G
+from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
+from ..search import callbacks as cb
+from ..search.checkpoint import CheckpointError, set_rng_states
+from ..search.cnn import seed_everything
+from ..search.engine import Callback, Engine
+from .augment import TrainLoader
+from .common import TrainCheckpoint, TrainLogger, base_state, check_config, load_train_checkpoint, pick_device
+from .model_cnn import NetworkCIFAR, count_parameters_in_MB
+
+# The embedded default (digits, 16x16, 1,437 training images) is tiny: these make a
+# default run take about a minute on a 2-core CPU.  The auxiliary head pools 5x5
+# windows of the 2/3-depth feature map, so it needs 32x32 inputs: with --auxiliary
+# the digits are loaded at 32x32.
+DIGITS_DEFAULTS = {"init_channels": 8, "layers": 5, "batch_size": 96, "epochs": 3, "auxiliary": False,
+                   "cutout_length": 8}
+DIGITS_TRAIN_PORTION = 0.8
+
+
+@dataclass
+class CNNTrainConfig:
+    """The original train.py's settings (the paper's: auxiliary and cutout on)."""
+
+    genotype: str | G.Genotype = "DARTS_V2"  # published name, JSON file, or a Genotype
+    data: str | None = None                  # CIFAR-10 root; None: the embedded digits
+    batch_size: int = 96
+    learning_rate: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    epochs: int = 600
+    init_channels: int = 36
+    layers: int = 20
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    cutout: bool = True
+    cutout_length: int = 16
+    drop_path_prob: float = 0.2
+    save: str = "eval-cnn"
+    seed: int = 0
+    grad_clip: float = 5.0
+    bf16: bool = False                       # bfloat16 autocast (CUDA or CPU)
+    channels_last: bool = False
+    device: str | None = None
+    resume: str | None = None
+    quiet: bool = False
+    max_steps_per_epoch: int | None = None   # cut epochs short (tests, smoke runs)
+    eval_batch_size: int = 256
+
+
+def autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class CNNTrainer(Engine):
+    """The engine of one training run; ``state_dict()`` is its checkpoint."""
+
+    kind = "cnn"
+
+    def __init__(self, model, optimizer, train_loader, test_loader, *, cfg: CNNTrainConfig, device,
+                 callbacks=()):
+        super().__init__(cfg.epochs, callbacks)
+        self.model, self.optimizer = model, optimizer
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.loaders = {"train": train_loader}
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.lr = cfg.learning_rate
+        n = len(train_loader)
+        self.steps_per_epoch = min(n, cfg.max_steps_per_epoch or n)
+        self.params_M = count_parameters_in_MB(model)
+        self.config_key: dict = {}
+
+    def autocast(self):
+        return autocast(self.device, self.cfg.bf16)
+
+    def train_batches(self):
+        for i, batch in enumerate(self.train_loader):
+            if self.cfg.max_steps_per_epoch is not None and i >= self.cfg.max_steps_per_epoch:
+                break
+            yield batch
+
+    def one_batch(self, batch):
+        x, y = batch
+        self.model.train()
+        self.optimizer.zero_grad()
+        with self.autocast():
+            logits, logits_aux = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            if logits_aux is not None:
+                loss = loss + self.cfg.auxiliary_weight * F.cross_entropy(logits_aux, y)
+        loss.backward()
+        self.fire("after_backward")
+        self.optimizer.step()
+        self.loss, self.logits = loss.detach(), logits.detach()
+        self.fire("after_weight_step")
+
+    def state_dict(self) -> dict:
+        return {**base_state(self), "loaders": {k: ld.state_dict() for k, ld in self.loaders.items()}}
+
+    def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
+        """Put the engine back where the checkpoint was taken (raises before changing
+        anything if it does not fit)."""
+        check_config(state, self.config_key, path)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path!r} does not fit this model: {exc}") from exc
+        self.optimizer.load_state_dict(state["optimizer"])
+        for k, ld in self.loaders.items():
+            ld.load_state_dict(state["loaders"][k])
+        set_rng_states(state["rng"])
+        self.start_epoch = state["epoch"]
+        self.global_step = state["global_step"]
+        self.history = list(state["history"])
+        self.lr = state["lr"]
+
+
+class DropPathSchedule(Callback):
+    """model.drop_path_prob = p * epoch / epochs at the start of each epoch (the original)."""
+
+    order = -20
+
+    def __init__(self, drop_path_prob: float):
+        self.p = drop_path_prob
+
+    def epoch_begin(self, e):
+        e.model.drop_path_prob = self.p * e.epoch / e.epochs
+
+
+def evaluate_cnn(model, loader, device, bf16: bool = False) -> dict:
+    """Loss and top-1 accuracy of ``model`` (eval mode, main logits) over ``loader``."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    with torch.no_grad(), autocast(torch.device(device), bf16):
+        for x, y in loader:
+            logits, _ = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            n += y.shape[0]
+    model.train(was_training)
+    return {"loss": loss_sum.item() / max(n, 1), "acc": correct.item() / max(n, 1), "n": n}
+
+
+class TestAccuracy(Callback):
+    """The original's infer() on the test set after every epoch."""
+
+    order = 10
+
+    def epoch_end(self, e):
+        r = evaluate_cnn(e.model, e.test_loader, e.device, e.cfg.bf16)
+        e.metrics["test_loss"], e.metrics["test_acc"] = r["loss"], r["acc"]
+
+
+def _load_data(data: str | None, image_size: int):
+    """(train ImageData, test ImageData, name)."""
+    if data:
+        return load_cifar10(data, train=True), load_cifar10(data, train=False), "cifar10"
+    digits = load_digits_images(image_size)
+    train, test = search_split(digits, DIGITS_TRAIN_PORTION)
+    return train, test, f"digits{image_size}"
+
+
+def build_network(genotype, model_args: dict) -> NetworkCIFAR:
+    return NetworkCIFAR(model_args["C"], model_args["num_classes"], model_args["layers"],
+                        model_args["auxiliary"], genotype)
+
+
+def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
+    """Data, network, optimizer and the engine (not yet run) from the config."""
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    genotype = cfg.genotype if isinstance(cfg.genotype, tuple) else G.resolve(cfg.genotype, "cnn")
+    G.validate(genotype)
+    seed_everything(cfg.seed)
+    train, test, data_name = _load_data(cfg.data, 32 if cfg.auxiliary else 16)
+    train_loader = TrainLoader(train, cfg.batch_size, device, augment=True, seed=cfg.seed,
+                               channels_last=cfg.channels_last,
+                               cutout_length=cfg.cutout_length if cfg.cutout else 0)
+    test_loader = DeviceLoader(test, cfg.eval_batch_size, device, augment=False, shuffle=False,
+                               channels_last=cfg.channels_last)
+    model_args = {"C": cfg.init_channels, "num_classes": train.num_classes, "layers": cfg.layers,
+                  "auxiliary": cfg.auxiliary}
+    model = build_network(genotype, model_args).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), cfg.learning_rate, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    os.makedirs(cfg.save, exist_ok=True)
+    cbs = [cb.CosineLR(cfg.learning_rate, 0.0, cfg.epochs), DropPathSchedule(cfg.drop_path_prob),
+           cb.TrainMetrics(), TestAccuracy(), TrainLogger(quiet=cfg.quiet), TrainCheckpoint(cfg.save),
+           *callbacks]
+    if cfg.grad_clip:
+        cbs.append(cb.GradClip(cfg.grad_clip))
+    engine = CNNTrainer(model, optimizer, train_loader, test_loader, cfg=cfg, device=device,
+                        callbacks=cbs)
+    engine.genotype, engine.genotype_dict = genotype, G.to_dict(genotype)
+    engine.model_args, engine.data_name = model_args, data_name
+    engine.config_key = {k: v for k, v in asdict(cfg).items()
+                         if k not in ("resume", "quiet", "save", "device", "genotype", "data",
+                                      "eval_batch_size")}
+    engine.config_key.update(genotype=engine.genotype_dict, data=data_name)
+    if cfg.resume:
+        engine.load_state_dict(load_train_checkpoint(cfg.resume, "cnn"), cfg.resume)
+    return engine
+
+
+def train_cnn(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
+    """Train a CNN genotype; returns the engine (``.model``, ``.history``, ``.params_M``).
+    Writes <save>/checkpoint.pt every epoch."""
+    t0 = time.perf_counter()
+    engine = build(cfg, callbacks)
+    engine.run()
+    engine.wall_seconds = time.perf_counter() - t0
+    return engine
+
+
+def load_trained_cnn(checkpoint: str, device=None):
+    """(model in eval mode on ``device``, checkpoint dict) from a training checkpoint."""
+    state = load_train_checkpoint(checkpoint, "cnn")
+    device = pick_device(device)
+    try:
+        genotype = G.from_dict(state["genotype"])
+        model = build_network(genotype, state["model_args"])
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint!r} does not hold a consistent CNN model: {exc!r}") from exc
+    return model.to(device).eval(), state
+
+
+def test_cnn(checkpoint: str, data: str | None = None, device=None, batch_size: int = 96) -> dict:
+    """Top-1 accuracy of a trained network on the CIFAR-10 test batch (``data`` given)
+    or on the held-out digits (a model trained on the embedded default).
+
+    Returns {"test_acc", "test_loss", "n", "params_M", "data"}."""
+    model, state = load_trained_cnn(checkpoint, device)
+    device = next(model.parameters()).device
+    trained_on = state.get("data", "")
+    if data:
+        test = load_cifar10(data, train=False)
+        name = "cifar10-test"
+    elif trained_on.startswith("digits"):
+        _, test, _ = _load_data(None, int(trained_on[len("digits"):] or 16))
+        name = f"{trained_on}-heldout"
+    else:
+        raise DatasetError(f"{checkpoint!r} was trained on {trained_on}; give --data (the CIFAR-10 root "
+                           "holding cifar-10-batches-py) to test it")
+    if test.num_classes != state["model_args"]["num_classes"]:
+        raise DatasetError(f"the test set has {test.num_classes} classes, the model "
+                           f"{state['model_args']['num_classes']}")
+    loader = DeviceLoader(test, batch_size, device, augment=False, shuffle=False)
+    r = evaluate_cnn(model, loader, device)
+    return {"test_acc": r["acc"], "test_loss": r["loss"], "n": r["n"],
+            "params_M": count_parameters_in_MB(model), "data": name}
+
+
+test_cnn.__test__ = False  # not a pytest test
