@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..genotypes import PRIMITIVES
 from ..ops.mixed_sum import mixed_sum as _mixed_sum_op
-from ..reference.cnn.operations import OPS, DilConv, FactorizedReduce, SepConv
+from ..reference.cnn.operations import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv
 from .memory import note_kept
 
 __all__ = ["MixedOp", "MEMORY_MODES", "common_dtype", "make_op", "active_columns",
@@ -62,11 +62,11 @@ def common_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     return dtype
 
 
-def _relu_head(op: nn.Module) -> nn.ReLU | None:
-    """The leading ReLU of a SepConv/DilConv/FactorizedReduce, when it is a plain
-    (not in-place) nn.ReLU; None otherwise (then the op must run whole: e.g. a model
+def relu_head(op: nn.Module) -> nn.ReLU | None:
+    """The leading ReLU of a SepConv/DilConv/ReLUConvBN/FactorizedReduce, when it is a
+    plain (not in-place) nn.ReLU; None otherwise (then the op must run whole: e.g. a model
     whose ReLUs were swapped for another activation keeps its exact math)."""
-    if isinstance(op, (SepConv, DilConv)):
+    if isinstance(op, (SepConv, DilConv, ReLUConvBN)):
         head = op.op[0]
     elif isinstance(op, FactorizedReduce):
         head = op.relu
@@ -75,7 +75,7 @@ def _relu_head(op: nn.Module) -> nn.ReLU | None:
     return head if type(head) is nn.ReLU and not head.inplace else None
 
 
-def _after_relu(op: nn.Module, relu_x: Tensor) -> Tensor:
+def after_relu(op: nn.Module, relu_x: Tensor) -> Tensor:
     """``op(x)`` given ``relu_x = ReLU(x)``: the op's layers after its ReLU, the same
     calls as the reference's forward (module hooks on ``op`` itself are bypassed)."""
     if isinstance(op, FactorizedReduce):
@@ -93,13 +93,13 @@ def _shared_relu_outputs(ops: Sequence[nn.Module], x: Tensor) -> list[Tensor]:
     relu_x = None
     outputs = []
     for op in ops:
-        head = _relu_head(op)
+        head = relu_head(op)
         if head is None:
             outputs.append(op(x))
             continue
         if relu_x is None:
             relu_x = head(x)
-        outputs.append(_after_relu(op, relu_x))
+        outputs.append(after_relu(op, relu_x))
     return outputs
 
 

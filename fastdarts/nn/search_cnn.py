@@ -22,11 +22,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..reference.cnn import model_search as _ref
 from ..reference.cnn.operations import FactorizedReduce, ReLUConvBN
-from .mixed_op import MEMORY_MODES, MixedOp, checkpointed, common_dtype
+from .mixed_op import MEMORY_MODES, MixedOp, after_relu, checkpointed, common_dtype, relu_head
 
 __all__ = ["Cell", "Network"]
 
@@ -58,11 +59,33 @@ class Cell(_ref.Cell):
                 self._ops.append(MixedOp(C, stride, memory=memory))
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
-        s0 = self.preprocess0(s0)
-        s1 = self.preprocess1(s1)
+        return self.forward_with_relus(s0, s1, weights)[0]
+
+    def forward_with_relus(self, s0: Tensor, s1: Tensor, weights: Tensor,
+                           relu_s0: Tensor | None = None, relu_s1: Tensor | None = None
+                           ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The cell's output and ReLU(s0), ReLU(s1) as its preprocessors computed them.
+
+        A cell output feeds the preprocessors of the next TWO cells (and the stem both
+        of the first cell's), each starting with ReLU: the Network passes the ReLU one
+        cell computed to the next, so it is computed and saved once ("shared" and
+        "checkpoint"; in "checkpoint" it is a quarter of all saved bytes).  relu_s0/1:
+        ReLU(s0)/ReLU(s1) if known, else None; returned values are None where a
+        preprocessor does not start with a plain ReLU (or in "plain" mode).
+        """
+        memory = self._ops[0].memory
+        if memory == "plain":
+            return self._nodes(self.preprocess0(s0), self.preprocess1(s1), weights, memory), None, None
+        p0, relu_s0 = _preprocess(self.preprocess0, s0, relu_s0)
+        if relu_s1 is None and s1 is s0:  # the stem feeds both preprocessors of cell 0
+            relu_s1 = relu_s0
+        p1, relu_s1 = _preprocess(self.preprocess1, s1, relu_s1)
+        return self._nodes(p0, p1, weights, memory), relu_s0, relu_s1
+
+    def _nodes(self, s0: Tensor, s1: Tensor, weights: Tensor, memory: str) -> Tensor:
         states = [s0, s1]
         offset = 0
-        checkpoint_nodes = self._ops[0].memory == "checkpoint" and torch.is_grad_enabled()
+        checkpoint_nodes = memory == "checkpoint" and torch.is_grad_enabled()
         for _ in range(self._steps):
             n_in = len(states)
             edges = self._ops[offset:offset + n_in]
@@ -75,6 +98,16 @@ class Cell(_ref.Cell):
             states.append(node)
             offset += n_in
         return torch.cat(states[-self._multiplier:], dim=1)
+
+
+def _preprocess(pre: nn.Module, s: Tensor, relu_s: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """pre(s) and ReLU(s), reusing ``relu_s`` = ReLU(s) when given."""
+    head = relu_head(pre)
+    if head is None:
+        return pre(s), relu_s
+    if relu_s is None:
+        relu_s = head(s)
+    return after_relu(pre, relu_s), relu_s
 
 
 def _node_sum(edges: Sequence[MixedOp], node_weights: Tensor, *states: Tensor) -> Tensor:
@@ -135,6 +168,28 @@ class Network(_ref.Network):
         self.classifier = nn.Linear(C_prev, num_classes)
         self._initialize_alphas()
         self._memory = memory
+
+    def forward(self, input: Tensor) -> Tensor:
+        """input: [N, 3, H, W] -> logits [N, num_classes]; the reference's forward, with each
+        cell output's ReLU shared by the two cells it feeds (unless memory="plain")."""
+        if self._memory == "plain":
+            return super().forward(input)
+        if input.dim() != 4 or input.shape[1] != 3:
+            raise ValueError(f"expected images of shape [N, 3, H, W], got {tuple(input.shape)}")
+        if input.device != self.alphas_normal.device:
+            raise ValueError(f"input is on {input.device} but the model is on "
+                             f"{self.alphas_normal.device}; move one of them (model.to(device))")
+        self.check_alphas()
+        s0 = s1 = self.stem(input)
+        relu_s0 = relu_s1 = None
+        weights_normal = F.softmax(self.alphas_normal, dim=-1)
+        weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        for cell in self.cells:
+            weights = weights_reduce if cell.reduction else weights_normal
+            out, _, relu_s1 = cell.forward_with_relus(s0, s1, weights, relu_s0, relu_s1)
+            s0, s1, relu_s0, relu_s1 = s1, out, relu_s1, None
+        out = self.global_pooling(s1)
+        return self.classifier(out.view(out.size(0), -1))
 
     @property
     def memory(self) -> str:
