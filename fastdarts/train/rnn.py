@@ -1,0 +1,385 @@
+"""Training a recurrent genotype from scratch (the original rnn/train.py) on the
+callback engine, and its test perplexity.
+
+Per batch, as the original: bptt = 35, or 17.5 with probability 5% (numpy's RNG);
+seq_len = max(5, int(N(bptt, 5))) capped at bptt + max_seq_len_delta; the learning
+rate scaled by seq_len / bptt for this step; the batch split into small batches
+(each with its own hidden state, losses weighted by their share); activation (alpha)
+and temporal activation (beta) regularisation; gradient norm clipped to 0.25; SGD
+(weight decay 8e-7), later averaged SGD.  Per epoch: validation loss (with the
+averaged weights, the ASGD 'ax' buffers, once ASGD is on); the best model so far in
+<save>/best.pt; the switch to ASGD(t0=0, lambd=0) when the validation loss is worse
+than the best of all epochs before the last ``nonmono``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import genotypes as G
+from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
+from ..reference.rnn.model_search import DARTSCell, RNNModel
+from ..search import callbacks as cb
+from ..search.checkpoint import CheckpointError, atomic_save, set_rng_states
+from ..search.cnn import seed_everything
+from ..search.engine import Callback, Engine
+from ..search.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
+from .common import (
+    FORMAT,
+    TrainCheckpoint,
+    TrainLogger,
+    base_state,
+    check_config,
+    load_train_checkpoint,
+    pick_device,
+)
+
+# The embedded default (Python's help texts, ~95k training tokens, 3,595 words).
+PYDOC_DEFAULTS = {"emsize": 32, "nhid": 32, "nhidlast": 32, "batch_size": 32, "bptt": 20, "epochs": 3,
+                  "max_steps_per_epoch": 25}
+
+
+@dataclass
+class RNNTrainConfig:
+    """The original rnn/train.py's arguments and defaults."""
+
+    genotype: str | G.RNNGenotype = "DARTS_V2"
+    data: str | None = None          # PTB directory; None: the embedded pydoc corpus
+    emsize: int = 850
+    nhid: int = 850
+    nhidlast: int = 850
+    lr: float = 20.0
+    clip: float = 0.25
+    epochs: int = 8000
+    batch_size: int = 64
+    bptt: int = 35
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.1
+    seed: int = 1267
+    nonmono: int = 5
+    log_interval: int = 200
+    save: str = "eval-rnn"
+    alpha: float = 0.0
+    beta: float = 1e-3
+    wdecay: float = 8e-7
+    small_batch_size: int = -1       # -1: the whole batch at once
+    max_seq_len_delta: int = 20
+    eval_batch_size: int = 10
+    test_batch_size: int = 1
+    device: str | None = None
+    resume: str | None = None
+    quiet: bool = False
+    max_steps_per_epoch: int | None = None
+
+
+def build_rnn_model(genotype, model_args: dict) -> RNNModel:
+    """The evaluation model: embedding, the derived DARTSCell (no BatchNorm, no alphas),
+    tied decoder.  Input [T, B] int64 -> log-probabilities [T, B, ntoken]."""
+    if not hasattr(genotype, "recurrent"):
+        raise G.GenotypeError(f"the RNN model needs a recurrent genotype, got {genotype!r}")
+    a = model_args
+    return RNNModel(a["ntoken"], a["ninp"], a["nhid"], a["nhidlast"], a["dropout"], a["dropouth"],
+                    a["dropoutx"], a["dropouti"], a["dropoute"], cell_cls=DARTSCell, genotype=genotype)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """All parameters, the tied embedding/decoder weight once (as the paper counts)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def asgd_should_switch(best_val_loss: list[float], val_loss: float, nonmono: int) -> bool:
+    """The original's non-monotone trigger: switch when more than ``nonmono`` epochs are
+    recorded and ``val_loss`` is worse than the best of all but the last ``nonmono``."""
+    return len(best_val_loss) > nonmono and val_loss > min(best_val_loss[:-nonmono])
+
+
+def is_asgd(optimizer) -> bool:
+    return "t0" in optimizer.param_groups[0]
+
+
+def make_asgd(model, cfg: RNNTrainConfig):
+    return torch.optim.ASGD(model.parameters(), lr=cfg.lr, t0=0, lambd=0.0, weight_decay=cfg.wdecay)
+
+
+@contextlib.contextmanager
+def averaged_weights(model, optimizer):
+    """Inside, the parameters hold ASGD's running averages ('ax'); restored after
+    (bit-exactly).  A no-op for SGD."""
+    saved = []
+    if is_asgd(optimizer):
+        with torch.no_grad():
+            for p in model.parameters():
+                ax = optimizer.state.get(p, {}).get("ax")
+                if ax is not None:
+                    saved.append((p, p.detach().clone()))
+                    p.copy_(ax)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, w in saved:
+                p.copy_(w)
+
+
+def evaluate_rnn(model, source: torch.Tensor, bptt: int, batch_size: int) -> float:
+    """Mean NLL per token of ``source`` [N, batch_size] (eval mode, bptt windows,
+    hidden state carried across windows), as the original evaluate()."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=source.device)
+    hidden = model.init_hidden(batch_size)
+    with torch.no_grad():
+        for i in range(0, source.size(0) - 1, bptt):
+            data, targets = get_batch(source, i, bptt)
+            log_prob, hidden = model(data, hidden)
+            total += len(data) * F.nll_loss(log_prob.view(-1, log_prob.size(2)), targets)
+    model.train(was_training)
+    return total.item() / len(source)
+
+
+class RNNTrainer(Engine):
+    kind = "rnn"
+
+    def __init__(self, model, optimizer, train_data, val_data, *, cfg: RNNTrainConfig, device,
+                 callbacks=()):
+        super().__init__(cfg.epochs, callbacks)
+        self.model, self.optimizer = model, optimizer
+        self.train_data, self.val_data = train_data, val_data
+        self.cfg = cfg
+        self.small_batch_size = cfg.batch_size if cfg.small_batch_size <= 0 else cfg.small_batch_size
+        if cfg.batch_size % self.small_batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of small_batch_size "
+                             f"{self.small_batch_size}")
+        self.device = torch.device(device)
+        self.lr = cfg.lr
+        self.best_val_loss: list[float] = []
+        self.stored_loss = math.inf
+        self.params_M = count_parameters(model) / 1e6
+        n = (train_data.size(0) - 2 + cfg.bptt - 1) // cfg.bptt
+        self.steps_per_epoch = min(n, cfg.max_steps_per_epoch or n)
+        self.config_key: dict = {}
+
+    def train_batches(self):
+        cfg = self.cfg
+        i, k = 0, 0
+        while i < self.train_data.size(0) - 1 - 1:
+            if cfg.max_steps_per_epoch is not None and k >= cfg.max_steps_per_epoch:
+                break
+            bptt = cfg.bptt if np.random.random() < 0.95 else cfg.bptt / 2.0
+            seq_len = max(5, int(np.random.normal(bptt, 5)))  # no tiny or negative lengths
+            seq_len = min(seq_len, cfg.bptt + cfg.max_seq_len_delta)
+            data, targets = get_batch(self.train_data, i, seq_len)
+            yield seq_len, data, targets.view(data.size(0), -1)
+            i += seq_len
+            k += 1
+
+    def one_batch(self, batch):
+        cfg = self.cfg
+        _, data, targets = batch
+        self.model.train()
+        self.optimizer.zero_grad()
+        B, sb = cfg.batch_size, self.small_batch_size
+        total = torch.zeros((), device=self.device)
+        for s_id, start in enumerate(range(0, B, sb)):
+            cur_data, cur_targets = data[:, start:start + sb], targets[:, start:start + sb].reshape(-1)
+            self.hidden[s_id] = repackage_hidden(self.hidden[s_id])
+            log_prob, self.hidden[s_id], rnn_hs, dropped_rnn_hs = self.model(cur_data, self.hidden[s_id],
+                                                                             return_h=True)
+            raw_loss = F.nll_loss(log_prob.view(-1, log_prob.size(2)), cur_targets)
+            loss = raw_loss
+            if cfg.alpha > 0:  # activation regularisation
+                loss = loss + sum(cfg.alpha * h.pow(2).mean() for h in dropped_rnn_hs[-1:])
+            # temporal activation regularisation (slowness)
+            loss = loss + sum(cfg.beta * (h[1:] - h[:-1]).pow(2).mean() for h in rnn_hs[-1:])
+            loss = loss * (sb / B)
+            total += raw_loss.detach() * (sb / B)
+            loss.backward()
+        self.fire("after_backward")
+        self.optimizer.step()
+        self.loss = total
+        self.fire("after_weight_step")
+
+    def state_dict(self) -> dict:
+        return {**base_state(self), "optimizer_kind": "asgd" if is_asgd(self.optimizer) else "sgd",
+                "best_val_loss": list(self.best_val_loss), "stored_loss": self.stored_loss}
+
+    def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
+        check_config(state, self.config_key, path)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path!r} does not fit this model: {exc}") from exc
+        if state["optimizer_kind"] == "asgd":
+            self.optimizer = make_asgd(self.model, self.cfg)
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_states(state["rng"])
+        self.start_epoch = state["epoch"]
+        self.global_step = state["global_step"]
+        self.history = list(state["history"])
+        self.lr = state["lr"]
+        self.best_val_loss = list(state["best_val_loss"])
+        self.stored_loss = state["stored_loss"]
+
+
+class SmallBatchHidden(Callback):
+    """Zero hidden states at the start of each epoch, one per small batch."""
+
+    order = -40
+
+    def epoch_begin(self, e):
+        n = e.cfg.batch_size // e.small_batch_size
+        e.hidden = [e.model.init_hidden(e.small_batch_size) for _ in range(n)]
+
+
+class AveragedValidation(Callback):
+    """Validation loss and perplexity, with the averaged weights while ASGD is on."""
+
+    order = 10
+
+    def epoch_end(self, e):
+        with averaged_weights(e.model, e.optimizer):
+            loss = evaluate_rnn(e.model, e.val_data, e.cfg.bptt, e.cfg.eval_batch_size)
+        e.metrics["valid_loss"] = loss
+        e.metrics["valid_ppl"] = math.exp(min(loss, 50))
+
+
+class BestModel(Callback):
+    """<save>/best.pt whenever the validation loss is the best so far (the averaged
+    weights while ASGD is on: what the original saved as model.pt)."""
+
+    order = 12
+
+    def __init__(self, save_dir: str):
+        self.path = os.path.join(save_dir, "best.pt")
+
+    def epoch_end(self, e):
+        val_loss = e.metrics["valid_loss"]
+        if val_loss < e.stored_loss:
+            e.stored_loss = val_loss
+            with averaged_weights(e.model, e.optimizer):
+                state = {"format": FORMAT, "kind": "rnn", "genotype": e.genotype_dict,
+                         "model_args": e.model_args, "data": e.data_name, "epoch": e.epoch + 1,
+                         "model": {k: v.clone() for k, v in e.model.state_dict().items()},
+                         "averaged": is_asgd(e.optimizer), "valid_loss": val_loss,
+                         "config": e.config_key}
+            atomic_save(state, self.path)
+            e.metrics["saved"] = "averaged" if state["averaged"] else "normal"
+
+
+class NonMonotoneASGD(Callback):
+    """While on SGD: switch to ASGD(lr, t0=0, lambd=0, wd) when the rule of
+    :func:`asgd_should_switch` fires; record the epoch's validation loss."""
+
+    order = 15
+
+    def epoch_end(self, e):
+        if is_asgd(e.optimizer):
+            return
+        val_loss = e.metrics["valid_loss"]
+        if asgd_should_switch(e.best_val_loss, val_loss, e.cfg.nonmono):
+            e.optimizer = make_asgd(e.model, e.cfg)
+            e.switched_at = e.epoch
+            e.metrics["switched_to_asgd"] = 1.0
+        e.best_val_loss.append(val_loss)
+
+
+def _corpus(data: str | None) -> tuple[Corpus, str]:
+    return (Corpus(data), os.path.abspath(data)) if data else (pydoc_corpus(), "pydoc")
+
+
+def build(cfg: RNNTrainConfig, callbacks=(), validation: Callback | None = None) -> RNNTrainer:
+    """Data, model, optimizer and the engine (not yet run); ``validation`` replaces the
+    validation callback (tests script the loss curve with it)."""
+    device = pick_device(cfg.device)
+    genotype = cfg.genotype if isinstance(cfg.genotype, tuple) else G.resolve(cfg.genotype, "rnn")
+    G.validate(genotype)
+    seed_everything(cfg.seed)
+    corpus, data_name = _corpus(cfg.data)
+    train_data = batchify(corpus.train, cfg.batch_size, device)
+    val_data = batchify(corpus.valid, cfg.eval_batch_size, device)
+    model_args = {"ntoken": len(corpus.dictionary), "ninp": cfg.emsize, "nhid": cfg.nhid,
+                  "nhidlast": cfg.nhidlast, "dropout": cfg.dropout, "dropouth": cfg.dropouth,
+                  "dropoutx": cfg.dropoutx, "dropouti": cfg.dropouti, "dropoute": cfg.dropoute}
+    model = build_rnn_model(genotype, model_args).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
+    os.makedirs(cfg.save, exist_ok=True)
+    cbs = [SmallBatchHidden(), SequenceLengthLR(), RNNTrainMetrics(), cb.GradClip(cfg.clip),
+           validation or AveragedValidation(), BestModel(cfg.save), NonMonotoneASGD(),
+           TrainLogger(quiet=cfg.quiet), TrainCheckpoint(cfg.save), *callbacks]
+    engine = RNNTrainer(model, optimizer, train_data, val_data, cfg=cfg, device=device, callbacks=cbs)
+    engine.genotype, engine.genotype_dict = genotype, G.to_dict(genotype)
+    engine.model_args, engine.data_name = model_args, data_name
+    engine.corpus = corpus
+    engine.config_key = {k: v for k, v in asdict(cfg).items()
+                         if k not in ("resume", "quiet", "log_interval", "save", "device", "genotype",
+                                      "data", "eval_batch_size", "test_batch_size")}
+    engine.config_key.update(genotype=engine.genotype_dict, data=data_name)
+    if cfg.resume:
+        engine.load_state_dict(load_train_checkpoint(cfg.resume, "rnn"), cfg.resume)
+    return engine
+
+
+def train_rnn(cfg: RNNTrainConfig, callbacks=()) -> RNNTrainer:
+    """Train a recurrent genotype; then, as the original, the test loss of the best
+    model (<save>/best.pt) with test_batch_size.  Returns the engine (``.history``,
+    ``.test_loss``, ``.test_ppl``, ``.params_M``)."""
+    t0 = time.perf_counter()
+    engine = build(cfg, callbacks)
+    engine.run()
+    best = os.path.join(cfg.save, "best.pt")
+    r = test_rnn(best if os.path.isfile(best) else os.path.join(cfg.save, "checkpoint.pt"), cfg.data,
+                 device=engine.device, batch_size=cfg.test_batch_size)
+    engine.test_loss, engine.test_ppl = r["test_loss"], r["test_ppl"]
+    engine.wall_seconds = time.perf_counter() - t0
+    return engine
+
+
+def load_trained_rnn(checkpoint: str, device=None):
+    """(model in eval mode holding the weights to evaluate, checkpoint dict): the saved
+    weights, or ASGD's averages for a training checkpoint taken while ASGD was on."""
+    state = load_train_checkpoint(checkpoint, "rnn")
+    try:
+        model = build_rnn_model(G.from_dict(state["genotype"]), state["model_args"])
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint!r} does not hold a consistent RNN model: {exc!r}") from exc
+    if state.get("optimizer_kind") == "asgd":
+        opt_state = state["optimizer"]["state"]
+        with torch.no_grad():
+            for i, p in enumerate(model.parameters()):
+                if i in opt_state and "ax" in opt_state[i]:
+                    p.copy_(opt_state[i]["ax"])
+    return model.to(pick_device(device)).eval(), state
+
+
+def test_rnn(checkpoint: str, data: str | None = None, device=None, batch_size: int = 1,
+             bptt: int | None = None) -> dict:
+    """Test loss and perplexity of a trained RNN on the test split of PTB (``data``)
+    or of the embedded corpus.  Returns {"test_loss", "test_ppl", "params_M", "n_tokens"}."""
+    model, state = load_trained_rnn(checkpoint, device)
+    dev = next(model.parameters()).device
+    if data is None and state.get("data") not in (None, "pydoc"):
+        data = state["data"]
+    corpus, _ = _corpus(data)
+    if len(corpus.dictionary) != state["model_args"]["ntoken"]:
+        raise DatasetError(f"the corpus has {len(corpus.dictionary)} words, the model was trained on "
+                           f"{state['model_args']['ntoken']}: give the --data it was trained on")
+    bptt = bptt or state.get("config", {}).get("bptt") or 35
+    test_data = batchify(corpus.test, batch_size, dev)
+    loss = evaluate_rnn(model, test_data, bptt, batch_size)
+    return {"test_loss": loss, "test_ppl": math.exp(min(loss, 50)),
+            "params_M": count_parameters(model) / 1e6, "n_tokens": int(corpus.test.numel())}
+
+
+test_rnn.__test__ = False  # not a pytest test
