@@ -98,7 +98,7 @@ def test_cnn_first_order_compare_every_backend(tmp_path):
     rep = run_profile("cnn", _cnn(tmp_path), warmup=0, steps=2, compare=True, ops=False)
     check_schema(rep)
     names = [r["name"] for r in rep["variants"]]
-    assert names == ["reference"] + [f"fused[{b}]" for b in available_backends("cpu")]
+    assert names == ["reference"] + [f"fused[{b}]" for b in available_backends("cpu") if b != "triton"]
     assert rep["variants"][0]["speedup_vs_reference"] == 1.0
     for r in rep["variants"]:
         assert r["phases"]["validation"]["median_ms"] > 0 and r["phases"]["w_plus"]["median_ms"] == 0

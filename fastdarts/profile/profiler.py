@@ -390,7 +390,8 @@ def projection(engine, step_ms: float) -> dict:
 def variants(space: str, cfg, compare: bool) -> list[dict]:
     """[{name, impl, backend, cuda_graph, cfg}]: the configured search, or with
     ``compare`` the reference implementation, the fused path on every kernel backend
-    available on the device, and (CNN on CUDA) the captured fused step."""
+    available on the device (not Triton's CPU interpreter), and (CNN on CUDA) the captured
+    fused step."""
     from ..backends import available_backends, get_requested
 
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -403,6 +404,8 @@ def variants(space: str, cfg, compare: bool) -> list[dict]:
     out = [{"name": "reference", "impl": "reference", "backend": None, "cuda_graph": False,
             "cfg": _with(cfg, impl="reference", cuda_graph=False)}]
     for b in available_backends(device):
+        if b == "triton" and device.type != "cuda":
+            continue  # Triton's interpreter on the CPU checks correctness; it is not a fast path
         out.append({"name": f"fused[{b}]", "impl": "fused", "backend": b, "cuda_graph": False,
                     "cfg": _with(cfg, impl="fused", cuda_graph=False)})
     if graph_ok:
