@@ -45,8 +45,10 @@ def _cnn_parser(sub):
 
 
 def run_train_cnn(a) -> int:
+    from .. import genotypes as G
     from .cnn import DIGITS_DEFAULTS, CNNTrainConfig, train_cnn
 
+    G.resolve(a.genotype, "cnn")  # a bad name or file fails before any work
     small = a.data is None
     defaults = {"batch_size": 96, "epochs": 600, "init_channels": 36, "layers": 20, "auxiliary": True,
                 "cutout_length": 16}
@@ -103,7 +105,7 @@ def _rnn_parser(sub):
     p.add_argument("--max_seq_len_delta", type=int, default=20)
     p.add_argument("--gpu", type=int, default=None, help="GPU index (the original's flag)")
     p.add_argument("--eval_batch_size", type=int, default=10)
-    p.add_argument("--test_batch_size", type=int, default=1)
+    p.add_argument("--test_batch_size", type=int, default=None, help="1 (10 on the embedded default)")
     p.add_argument("--resume", default=None, help="checkpoint.pt to resume from")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--max_steps_per_epoch", type=int, default=None,
@@ -113,12 +115,15 @@ def _rnn_parser(sub):
 
 
 def run_train_rnn(a) -> int:
+    from .. import genotypes as G
     from .rnn import PYDOC_DEFAULTS, RNNTrainConfig, train_rnn
 
+    G.resolve(a.genotype, "rnn")  # a bad name or file fails before any work
     small = a.data is None
-    sized = ("emsize", "nhid", "nhidlast", "epochs", "batch_size", "bptt", "max_steps_per_epoch")
+    sized = ("emsize", "nhid", "nhidlast", "epochs", "batch_size", "bptt", "max_steps_per_epoch",
+             "test_batch_size")
     defaults = {"emsize": 850, "nhid": 850, "nhidlast": 850, "epochs": 8000, "batch_size": 64, "bptt": 35,
-                "max_steps_per_epoch": None}
+                "max_steps_per_epoch": None, "test_batch_size": 1}
     if small:
         defaults.update(PYDOC_DEFAULTS)
     chosen = {k: getattr(a, k) if getattr(a, k) is not None else defaults[k] for k in sized}
@@ -128,7 +133,7 @@ def run_train_rnn(a) -> int:
         dropoutx=a.dropoutx, dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, nonmono=a.nonmono,
         log_interval=a.log_interval, save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay,
         small_batch_size=a.small_batch_size, max_seq_len_delta=a.max_seq_len_delta,
-        eval_batch_size=a.eval_batch_size, test_batch_size=a.test_batch_size, resume=resume,
+        eval_batch_size=a.eval_batch_size, resume=resume,
         device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
         quiet=a.quiet, **chosen)
     if small and not a.quiet:

@@ -197,6 +197,8 @@ def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     genotype = cfg.genotype if isinstance(cfg.genotype, tuple) else G.resolve(cfg.genotype, "cnn")
+    if not hasattr(genotype, "normal"):
+        raise G.GenotypeError(f"{cfg.genotype!r} is not a CNN genotype (normal/reduce cells)")
     G.validate(genotype)
     seed_everything(cfg.seed)
     train, test, data_name = _load_data(cfg.data, 32 if cfg.auxiliary else 16)

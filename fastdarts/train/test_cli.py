@@ -39,7 +39,8 @@ def add_parser(top) -> None:
                    help="best.pt or checkpoint.pt written by fastdarts train rnn")
     p.add_argument("--data", default=None,
                    help="PTB directory (default: the one it was trained on, or the embedded corpus)")
-    p.add_argument("--batch_size", type=int, default=1, help="test batch size (the original: 1)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="test batch size: 1 as the original (10 on the embedded corpus)")
     p.add_argument("--bptt", type=int, default=None, help="default: the training bptt")
     p.add_argument("--device", default=None)
     p.set_defaults(run=run_test_rnn)
