@@ -289,7 +289,9 @@ def test_cnn_resume_equals_unbroken_training(tmp_path):
     _assert_same_state(full, resumed)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]
-    assert full.model.drop_path_prob == pytest.approx(0.3 * 2 / 3)
+    assert full.model.drop_path_prob == pytest.approx(0.3 * 2 / 3)  # p * epoch / epochs, last epoch
+    # cosine from 0.025 to 0 over the 3 epochs
+    assert [r["lr"] for r in full.history] == pytest.approx([0.025, 0.01875, 0.00625])
 
 
 def test_rnn_resume_on_asgd_equals_unbroken_training(tmp_path):
@@ -389,3 +391,28 @@ def test_cli_truncated_and_mismatched_checkpoints_exit_2(tmp_path, capsys):
     assert cli.main(["test", "rnn", "--checkpoint", str(trunc)]) == 2
     assert "truncated" in capsys.readouterr().err
     assert math.isfinite(e.test_ppl)
+
+
+def test_rnn_sequence_lengths_and_scaled_lr_follow_the_original(tmp_path):
+    cfg = _rnn_cfg(tmp_path, epochs=1, max_steps_per_epoch=12, bptt=10, max_seq_len_delta=3)
+    e = train_rnn_mod.build(cfg)
+    seen = []
+
+    class Record(Callback):
+        def after_backward(self, e):
+            seen.append((e.batch[0], e.batch[1].shape[0], e.optimizer.param_groups[0]["lr"]))
+
+    e.add_callback(Record())
+    state = np.random.get_state()
+    e.run()
+    np.random.set_state(state)
+    expect = []
+    for _ in range(12):  # the original train.py's draws, in its order
+        bptt = cfg.bptt if np.random.random() < 0.95 else cfg.bptt / 2.0
+        seq_len = min(max(5, int(np.random.normal(bptt, 5))), cfg.bptt + cfg.max_seq_len_delta)
+        expect.append(seq_len)
+    assert [s for s, _, _ in seen] == expect
+    assert [n for _, n, _ in seen] == expect  # the data windows have that length
+    assert [lr for _, _, lr in seen] == [cfg.lr * s / cfg.bptt for s in expect]
+    assert e.optimizer.param_groups[0]["lr"] == cfg.lr  # put back after each step
+    assert max(expect) <= 13 and min(expect) >= 5
