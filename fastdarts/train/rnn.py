@@ -325,8 +325,9 @@ def build(cfg: RNNTrainConfig, callbacks=(), validation: Callback | None = None)
     engine.corpus = corpus
     engine.config_key = {k: v for k, v in asdict(cfg).items()
                          if k not in ("resume", "quiet", "log_interval", "save", "device", "genotype",
-                                      "data", "eval_batch_size", "test_batch_size")}
+                                      "data", "eval_batch_size", "test_batch_size", "epochs")}
     engine.config_key.update(genotype=engine.genotype_dict, data=data_name)
+    # epochs may change on resume (the original's --continue_train trains on): nothing depends on it
     if cfg.resume:
         engine.load_state_dict(load_train_checkpoint(cfg.resume, "rnn"), cfg.resume)
     return engine
