@@ -1,7 +1,18 @@
 """The command line: ``fastdarts search cnn|rnn``, with room for train/test/profile.
 
-Subcommands are registered in ``COMMANDS`` (name -> (add_arguments, run)), so other
-modules plug in their own.  Flags and defaults follow the original scripts.
+    fastdarts search cnn [--data CIFAR_ROOT] [original train_search.py flags] [--impl
+        fused|reference] [--backend ...] [--resume CKPT] [--device D] [--cuda_graph]
+        [--profile] [--threads N] [--quiet]
+    fastdarts search rnn [...]            (also: python -m fastdarts ...)
+
+Other modules plug in without editing this file's parser code: a top-level command
+is a module named in ``PLUGINS`` that defines ``add_parser(top_subparsers)``
+(until it exists the command prints "not implemented yet" and exits 2); a new
+search space is a function in ``COMMANDS["search <space>"]`` that adds its parser
+to the ``search`` subparsers (``@command("search nas201")``).  Each parser sets
+``run=fn(args) -> exit code``.  Flags and defaults follow the original scripts.
+Errors a user can fix (missing dataset, bad checkpoint, bad genotype) print one
+line and exit 2; bad flags are argparse errors (also exit 2).
 """
 
 from __future__ import annotations
@@ -29,7 +40,51 @@ def _add_common(p):
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--cuda_graph", action="store_true", help="capture each search step in a CUDA graph")
     p.add_argument("--profile", action="store_true", help="profile a few steps instead of searching")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; 1 on the embedded default on a CPU)")
     p.add_argument("--quiet", action="store_true")
+
+
+def _set_threads(a, cpu_default_one: bool) -> None:
+    """--threads, else 1 thread for the tiny embedded-default search on a CPU.
+
+    Why: at C=4 on 16x16 images each conv is ~0.2 ms of work, too little to split.
+    Measured on a 2-core VM shared with other jobs: a default-search step took 1.3 s
+    on 1 thread and 1.1 to 69 s on 2 (OpenMP threads waiting on a busy core; one
+    depthwise conv 0.3 ms vs 35 ms); the whole default search 65 s vs 245 s."""
+    import os
+
+    import torch
+
+    if getattr(a, "threads", None):
+        torch.set_num_threads(a.threads)
+    elif cpu_default_one and "OMP_NUM_THREADS" not in os.environ and not torch.cuda.is_available() \
+            and (a.device is None or a.device.startswith("cpu")):
+        torch.set_num_threads(1)
+
+
+def _cost_callbacks(a) -> list:
+    """The search-cost report (fastdarts.profile.cost) when that module is there."""
+    try:
+        from .profile.cost import SearchCost
+    except ImportError:
+        return []
+    return [SearchCost(quiet=a.quiet)]
+
+
+def _profile_instead(space: str, cfg, a) -> int | None:
+    """--profile: time a few steps of the configured search (fastdarts.profile) and
+    print the report instead of searching (returns the exit code); if that module is
+    missing, say so and return None (the caller then searches)."""
+    try:
+        from .profile import format_report, run_profile
+    except ImportError:
+        print("--profile: profiling is not available yet (fastdarts.profile is missing); "
+              "running the search", file=sys.stderr)
+        return None
+    log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_report(run_profile(space, cfg, log=log)))
+    return 0
 
 
 def _search_cnn_parser(sub):
@@ -98,10 +153,10 @@ def run_search_cnn(a) -> int:
         print("no --data given: searching on the embedded default (scikit-learn digits, 16x16) "
               f"with C={cfg.init_channels}, {cfg.layers} layers, batch {cfg.batch_size}, "
               f"{cfg.epochs} epochs")
-    if a.profile:
-        print("profiling is not available yet (fastdarts profile is a later feature); "
-              "running the search", file=sys.stderr)
-    engine = search_cnn(cfg)
+    _set_threads(a, cpu_default_one=small)
+    if a.profile and (rc := _profile_instead("cnn", cfg, a)) is not None:
+        return rc
+    engine = search_cnn(cfg, callbacks=_cost_callbacks(a))
     from .distributed import world
 
     if world()[0] != 0:  # ranks are checked identical (check_in_sync); rank 0 reports
@@ -172,7 +227,10 @@ def run_search_rnn(a) -> int:
     if a.cuda_graph and not a.quiet:
         print("note: --cuda_graph is not available for the RNN search yet (variable sequence "
               "lengths); running eagerly")
-    engine = search_rnn(cfg)
+    _set_threads(a, cpu_default_one=small)
+    if a.profile and (rc := _profile_instead("rnn", cfg, a)) is not None:
+        return rc
+    engine = search_rnn(cfg, callbacks=_cost_callbacks(a))
     print(f"genotype = {engine.genotype}")
     print(f"outputs in {cfg.save}/ (genotype.json, genotypes.jsonl, recurrent.dot, checkpoint.pt); "
           f"wall time {engine.wall_seconds:.1f} s")
@@ -225,9 +283,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)[2:]  # the flags after "search cnn|rnn"
     if getattr(a, "backend", None):
-        from . import set_backend
+        from . import backends
 
-        set_backend(a.backend)
+        if hasattr(backends, "set_backend"):
+            backends.set_backend(a.backend)
+        else:
+            print("--backend: this build has no backend switch; ignored", file=sys.stderr)
     try:
         return a.run(a)
     except (DatasetError, CheckpointError, GenotypeError) as exc:

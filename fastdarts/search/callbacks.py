@@ -81,6 +81,11 @@ class TrainMetrics(Callback):
         self.correct += (e.logits.argmax(1) == e.batch[1]).sum()
         self.count += n
 
+    def running(self) -> dict:
+        """Averages so far this epoch (one host read; the Logger asks every report_freq steps)."""
+        n = max(self.count, 1)
+        return {"loss": self.loss_sum.item() / n, "acc": self.correct.item() / n}
+
     def epoch_end(self, e):
         if self.count:
             e.metrics["train_loss"] = self.loss_sum.item() / self.count
@@ -88,7 +93,10 @@ class TrainMetrics(Callback):
 
 
 class Validation(Callback):
-    """The original's infer(): loss and accuracy on the architecture half, eval mode."""
+    """The original's infer(): loss and accuracy on the architecture half, model.eval()
+    and no_grad.  ``loader`` is normally a non-augmented, unshuffled loader over that
+    half (the original reused its augmented architecture queue, which made the number
+    noisier without changing what it measures)."""
 
     order = 10
 
@@ -118,64 +126,170 @@ def softmax_alphas(model) -> dict:
             for k, a in zip(names, model.arch_parameters())}
 
 
+def _tqdm():
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+class _Bar:
+    """A minimal progress bar on a terminal (used when tqdm is not installed)."""
+
+    def __init__(self, total: int, desc: str, stream):
+        self.total, self.desc, self.stream, self.n = max(total, 1), desc, stream, 0
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        width = 30
+        bar = "#" * int(width * min(self.n, self.total) / self.total)
+        print(f"\r{self.desc} [{bar:<{width}}] {self.n}/{self.total}", end="", file=self.stream,
+              flush=True)
+
+    def write(self, text: str, file=None) -> None:  # tqdm.write's signature
+        print("\r" + " " * (len(self.desc) + 45) + "\r" + text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        print("\r" + " " * (len(self.desc) + 45) + "\r", end="", file=self.stream, flush=True)
+
+
+def format_alphas(model, digits: int = 3) -> str:
+    """softmax(alpha) per cell kind, one row per edge (what the original logged each epoch)."""
+    out = []
+    for kind, rows in softmax_alphas(model).items():
+        out.append(f"  softmax(alpha_{kind}) [edges x ops]:")
+        out.extend("    " + " ".join(f"{p:.{digits}f}" for p in row) for row in rows)
+    return "\n".join(out)
+
+
 class Logger(Callback):
-    """A progress bar per epoch and one log line per epoch (rank 0 only); appends the
+    """Rank 0 only.  A progress bar per epoch (tqdm when installed, else a small built-in
+    one, on terminals only); every ``report_freq`` steps a line with the running train
+    loss/accuracy (the original's ``train %03d`` line); per epoch one line with lr, train
+    and valid loss/accuracy and time, then the genotype and softmax(alpha).  Appends the
     epoch's row (metrics, lr, genotype, softmax(alpha)) to ``engine.history``."""
 
     order = 20
 
-    def __init__(self, report_freq: int = 50, quiet: bool = False, stream=None):
+    def __init__(self, report_freq: int = 50, quiet: bool = False, stream=None, alphas: bool = True):
         self.report_freq = report_freq
         self.quiet = quiet
-        self.stream = stream or sys.stdout
+        self.stream = stream
+        self.alphas = alphas
+        self.bar = None
 
-    def _print(self, *a):
-        if not self.quiet and _is_rank0():
-            print(*a, file=self.stream, flush=True)
+    @property
+    def out(self):
+        return self.stream or sys.stdout
+
+    def _active(self) -> bool:
+        return not self.quiet and _is_rank0()
+
+    def _print(self, text: str) -> None:
+        if not self._active():
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.out)
+        else:
+            print(text, file=self.out, flush=True)
 
     def search_begin(self, e):
         self.t0 = time.perf_counter()
-        self._print(f"search: {e.epochs} epochs x {e.steps_per_epoch} steps, "
-                    f"{'second' if e.unrolled else 'first'} order, device {e.device}")
+        order = "second" if getattr(e, "unrolled", False) else "first"
+        start = f", resuming at epoch {e.start_epoch + 1}" if e.start_epoch else ""
+        self._print(f"search: {e.epochs} epochs x {getattr(e, 'steps_per_epoch', '?')} steps, "
+                    f"{order} order, device {getattr(e, 'device', '?')}{start}")
 
     def epoch_begin(self, e):
         self.t_epoch = time.perf_counter()
+        self.bar = None
+        if not self._active():
+            return
+        total = getattr(e, "steps_per_epoch", 0)
+        desc = f"epoch {e.epoch + 1}/{e.epochs}"
+        if not (hasattr(self.out, "isatty") and self.out.isatty()):
+            return  # logs to a file or a pipe: the per-epoch lines only, no bar
+        tqdm = _tqdm()
+        if tqdm is not None:
+            self.bar = tqdm(total=total, desc=desc, leave=False, file=self.out, dynamic_ncols=True)
+        else:
+            self.bar = _Bar(total, desc, self.out)
 
     def batch_end(self, e):
-        if self.quiet or not _is_rank0() or not sys.stdout.isatty():
+        if not self._active():
             return
-        done = e.step + 1
-        width = 30
-        bar = "#" * int(width * done / e.steps_per_epoch)
-        print(f"\repoch {e.epoch + 1}/{e.epochs} [{bar:<{width}}] {done}/{e.steps_per_epoch}",
-              end="", file=self.stream, flush=True)
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.report_freq and e.step % self.report_freq == 0:
+            metrics = e.get_callback(TrainMetrics)
+            if metrics is not None:
+                r = metrics.running()
+                self._print(f"train {e.step:03d} loss {r['loss']:.4f} acc {r['acc']:.4f}")
+            elif e.loss is not None:
+                self._print(f"train {e.step:03d} loss {float(e.loss):.4f}")
 
     def epoch_end(self, e):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         genotype = e.model.genotype()
         row = {"epoch": e.epoch, "lr": e.lr, **e.metrics, "seconds": time.perf_counter() - self.t_epoch,
                "genotype": G.to_dict(genotype), "alphas": softmax_alphas(e.model)}
         e.history.append(row)
-        if not self.quiet and _is_rank0() and sys.stdout.isatty():
-            print("\r", end="", file=self.stream)
         m = " ".join(f"{k} {v:.4f}" for k, v in e.metrics.items())
         self._print(f"epoch {e.epoch + 1}/{e.epochs} lr {e.lr:.5f} {m} ({row['seconds']:.1f} s)")
         self._print(f"  genotype = {genotype}")
+        if self.alphas:
+            self._print(format_alphas(e.model))
 
     def search_end(self, e):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self._print(f"search done in {time.perf_counter() - self.t0:.1f} s")
 
 
 class GenotypeLog(Callback):
-    """<save>/genotypes.jsonl: one line per epoch; <save>/genotype.json: the final one."""
+    """<save>/genotypes.jsonl: one line per epoch; <save>/genotype.json: the final one.
+
+    At the start the file is rewritten to hold exactly the epochs before
+    ``start_epoch`` (none for a fresh search; on a resume the lines already there,
+    else those of ``engine.history``), so a rerun in the same directory or a resume
+    after a crash never leaves stale or doubled lines."""
 
     order = 30
 
     def __init__(self, save_dir: str):
         self.save_dir = save_dir
 
+    @property
+    def path(self) -> str:
+        return os.path.join(self.save_dir, "genotypes.jsonl")
+
+    def search_begin(self, e):
+        if not _is_rank0():
+            return
+        kept = {}
+        if e.start_epoch and os.path.isfile(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a crash
+                    if isinstance(rec, dict) and isinstance(rec.get("epoch"), int):
+                        kept[rec["epoch"]] = rec
+        for row in e.history:
+            if "genotype" in row and row["epoch"] not in kept:
+                kept[row["epoch"]] = {"epoch": row["epoch"], **row["genotype"]}
+        with open(self.path, "w") as f:
+            for epoch in sorted(k for k in kept if k < e.start_epoch):
+                f.write(json.dumps(kept[epoch]) + "\n")
+
     def epoch_end(self, e):
         if _is_rank0():
-            with open(os.path.join(self.save_dir, "genotypes.jsonl"), "a") as f:
+            with open(self.path, "a") as f:
                 f.write(json.dumps({"epoch": e.epoch, **G.to_dict(e.model.genotype())}) + "\n")
 
     def search_end(self, e):
@@ -244,12 +358,14 @@ class CellDrawing(Callback):
 
 
 class AlphaPlot(Callback):
-    """A PNG of softmax(alpha) per edge and op over the epochs (needs matplotlib)."""
+    """<save>/alphas.png: softmax(alpha) over the epochs, one panel per cell kind with
+    one line per op (the mean over edges) (needs matplotlib; otherwise one info line)."""
 
     order = 50
 
-    def __init__(self, save_dir: str):
+    def __init__(self, save_dir: str, quiet: bool = False):
         self.save_dir = save_dir
+        self.quiet = quiet
 
     def search_end(self, e):
         if not _is_rank0() or not e.history:
@@ -260,6 +376,9 @@ class AlphaPlot(Callback):
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
+            if not self.quiet:
+                print("info: alphas.png not written: matplotlib is not installed "
+                      "(pip install matplotlib, or pip install 'fastdarts[viz]')", file=sys.stderr)
             return
         kinds = list(e.history[0]["alphas"])
         prims = G.PRIMITIVES if "normal" in kinds else G.RNN_PRIMITIVES

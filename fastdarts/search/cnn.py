@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -117,17 +119,34 @@ def seed_everything(seed: int) -> None:
 
 def model_classes(space: str, impl: str):
     """(search model class, Architect class) for ``space`` cnn|rnn and ``impl``
-    fused (fastdarts.nn + fastdarts.Architect) or reference (the port of the original)."""
+    fused (fastdarts.nn + fastdarts.Architect) or reference (the port of the original).
+
+    If the fused classes cannot be imported (a partial install or checkout), says so
+    once and falls back to the reference classes, which compute the same search."""
     if impl not in ("fused", "reference"):
         raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
-    if impl == "reference":
-        from ..reference import cnn, rnn
+    if impl == "fused":
+        try:
+            from .. import nn as fused
+            from ..architect import Architect
 
-        return (cnn.Network, cnn.Architect) if space == "cnn" else (rnn.RNNModelSearch, rnn.Architect)
-    from .. import nn as fused
-    from ..architect import Architect
+            return (fused.Network if space == "cnn" else fused.RNNModelSearch), Architect
+        except (ImportError, AttributeError) as exc:
+            warnings.warn(f"the fused search classes are not importable ({type(exc).__name__}: {exc}); "
+                          "using the reference implementation instead (pass --impl reference / "
+                          "impl='reference' to choose it explicitly)", RuntimeWarning, stacklevel=2)
+    from ..reference import cnn, rnn
 
-    return (fused.Network if space == "cnn" else fused.RNNModelSearch), Architect
+    return (cnn.Network, cnn.Architect) if space == "cnn" else (rnn.RNNModelSearch, rnn.Architect)
+
+
+def _note_previous_outputs(save: str, quiet: bool) -> None:
+    """A fresh search replaces the outputs of an earlier one in the same directory;
+    say so before anything is replaced (the checkpoint only after the first epoch)."""
+    if quiet or not os.path.isfile(os.path.join(save, "checkpoint.pt")):
+        return
+    print(f"note: {save}/ holds the outputs of an earlier search; this search replaces them "
+          f"(to continue that one instead: --resume {save}/checkpoint.pt)", file=sys.stderr)
 
 
 def build(cfg: CNNSearchConfig, callbacks=()):
@@ -168,11 +187,13 @@ def build(cfg: CNNSearchConfig, callbacks=()):
         if cfg.cuda_graph and not cfg.quiet:
             print("note: --cuda_graph needs --impl fused on a CUDA device; running eagerly")
         architect = Architect(model, args)
+    if not cfg.resume:
+        _note_previous_outputs(cfg.save, cfg.quiet)
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [cb.CosineLR(cfg.learning_rate, cfg.learning_rate_min, cfg.epochs),
            cb.ArchitectureUpdate(), cb.TrainMetrics(), cb.Validation(evaluate),
            cb.Logger(cfg.report_freq, quiet=cfg.quiet), cb.GenotypeLog(cfg.save),
-           cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save), cb.TensorBoard(cfg.save),
+           cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save, quiet=cfg.quiet), cb.TensorBoard(cfg.save),
            Checkpoint(cfg.save), *callbacks]
     if fused_step is None and cfg.grad_clip:
         cbs.append(cb.GradClip(cfg.grad_clip))
@@ -184,6 +205,9 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     engine = CNNSearch(model, architect, optimizer, train, valid, epochs=cfg.epochs,
                        unrolled=cfg.unrolled, device=device, callbacks=cbs, lr=cfg.learning_rate,
                        max_steps_per_epoch=cfg.max_steps_per_epoch, fused_step=fused_step)
+    # What a resume must match.  Left out: where outputs go and how they are shown,
+    # the device (a CPU checkpoint resumes on a GPU), and ``epochs``, so a finished
+    # search can be extended (its cosine schedule then differs from a longer search's).
     engine.config_key = {k: v for k, v in asdict(cfg).items()
                          if k not in ("resume", "quiet", "report_freq", "save", "device", "epochs")}
     engine.config_key["data"] = data.name
@@ -203,11 +227,18 @@ class _ArchArgs:
 
 
 def search_cnn(cfg: CNNSearchConfig, callbacks=()):
-    """Run a CNN search; returns the engine (``.model.genotype()``, ``.history``)."""
+    """Run a CNN search.  Returns the engine, which is the result: ``.genotype`` (the
+    final genotype), ``.history`` (one dict per epoch: lr, train/valid loss and
+    accuracy, seconds, genotype, softmax(alpha)), ``.save_dir``, ``.wall_seconds``,
+    ``.model``, ``.stopped``.  Per batch, in the original's order: the architect step on
+    (the training batch, the next architecture batch) with the current lr as eta, then
+    the weight step on the training batch (zero_grad, forward, loss, backward, clip,
+    SGD step); the cosine lr of epoch e is lr(e) (see :class:`callbacks.CosineLR`)."""
     t0 = time.perf_counter()
     engine = build(cfg, callbacks)
     engine.run()
     engine.wall_seconds = time.perf_counter() - t0
     engine.genotype = engine.model.genotype()
+    engine.save_dir = cfg.save
     G.validate(engine.genotype)
     return engine

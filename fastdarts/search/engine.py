@@ -15,8 +15,15 @@ adds behaviour without touching the loop::
 Events, in order: ``search_begin``, per epoch ``epoch_begin``, per batch
 ``batch_begin``, ``after_arch_step``, ``after_backward``, ``after_weight_step``,
 ``batch_end``, then ``epoch_end``, and finally ``search_end``.  A callback may
-raise :class:`CancelBatch`, :class:`CancelEpoch` or :class:`CancelSearch`.
-Callbacks run in ascending ``order``.
+raise :class:`CancelBatch`, :class:`CancelEpoch` or :class:`CancelSearch`, or set
+``engine.stop = True`` to end the search after the current batch (``epoch_end``
+and ``search_end`` still fire).  Callbacks run in ascending ``order`` (stable:
+equal orders keep the order they were given in).
+
+State a callback may read: ``epoch``, ``step`` (batch index in the epoch),
+``global_step``, ``batch``, ``loss``/``logits`` (after the weight step),
+``metrics`` (this epoch's), ``history`` (one dict per finished epoch), ``stop``;
+subclasses add the model, optimizers and loaders.
 """
 
 from __future__ import annotations
@@ -59,13 +66,20 @@ class Engine:
         self.global_step = 0   # batches done in the whole search
         self.history: list[dict] = []
         self.metrics: dict = {}
-        self.stopped = False
+        self.batch = None
+        self.loss = None
+        self.stop = False      # set by a callback: end the search after this batch
+        self.stopped = False   # True when the search ended early (stop or CancelSearch)
+        self.epoch_complete = True
 
     def add_callback(self, cb: Callback) -> None:
         self.callbacks = sorted([*self.callbacks, cb], key=lambda c: getattr(c, "order", 0))
 
     def get_callback(self, cls):
         return next((c for c in self.callbacks if isinstance(c, cls)), None)
+
+    def remove_callback(self, cb: Callback) -> None:
+        self.callbacks = [c for c in self.callbacks if c is not cb]
 
     def fire(self, event: str) -> None:
         for cb in self.callbacks:
@@ -84,6 +98,7 @@ class Engine:
                 self.epoch = epoch
                 self.step = 0
                 self.metrics = {}
+                self.epoch_complete = True  # False when ``stop`` ends the epoch early
                 self.fire("epoch_begin")
                 try:
                     for batch in self.train_batches():
@@ -96,9 +111,14 @@ class Engine:
                             pass
                         self.step += 1
                         self.global_step += 1
+                        if self.stop:
+                            self.epoch_complete = False
+                            break
                 except CancelEpoch:
                     pass
                 self.fire("epoch_end")
+                if self.stop:
+                    raise CancelSearch
         except CancelSearch:
             self.stopped = True
         self.fire("search_end")
