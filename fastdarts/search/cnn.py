@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sys
@@ -70,10 +71,11 @@ class CNNSearch(Engine):
 
     def train_batches(self):
         self.valid_iter = self.valid_loader.infinite()
-        for i, batch in enumerate(self.train_loader):
-            if self.max_steps is not None and i >= self.max_steps:
-                break
-            yield batch
+        # islice pulls no batch beyond the cut (enumerate-and-break would draw, and
+        # waste, one more); a cut epoch leaves the loader mid-pass and the next epoch
+        # goes on with the same permutation.
+        yield from itertools.islice(self.train_loader, self.max_steps)
+        _close_finished_pass(self.train_loader)
 
     def one_batch(self, batch):
         x, y = batch
@@ -93,6 +95,17 @@ class CNNSearch(Engine):
         self.optimizer.step()
         self.loss, self.logits = loss.detach(), logits.detach()
         self.fire("after_weight_step")
+
+
+def _close_finished_pass(loader) -> None:
+    """A loader left suspended right after its last batch (the consumer stopped exactly
+    there) still reads as mid-pass; its next iteration would be an empty epoch.  Mark
+    the pass finished, as running the iterator to its end would have."""
+    state = loader.state_dict()
+    if state["position"] >= len(loader.labels):
+        state["position"] = 0
+        state["epoch"] += 1
+        loader.load_state_dict(state)
 
 
 class DataParallel(Callback):
