@@ -270,6 +270,7 @@ class GenotypeLog(Callback):
     def search_begin(self, e):
         if not _is_rank0():
             return
+        os.makedirs(self.save_dir, exist_ok=True)
         kept = {}
         if e.start_epoch and os.path.isfile(self.path):
             with open(self.path) as f:
@@ -348,6 +349,7 @@ class CellDrawing(Callback):
         else:
             texts = {"recurrent": rnn_genotype_dot(genotype)}
         dot = shutil.which("dot")
+        os.makedirs(self.save_dir, exist_ok=True)
         for kind, text in texts.items():
             path = os.path.join(self.save_dir, f"{kind}.dot")
             with open(path, "w") as f:

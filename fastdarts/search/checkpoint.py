@@ -47,6 +47,7 @@ def set_rng_states(s: dict) -> None:
 def atomic_save(obj, path: str) -> None:
     """torch.save to a temporary file beside ``path``, then rename: a crash mid-write
     leaves the previous checkpoint untouched."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         torch.save(obj, tmp)
