@@ -41,17 +41,18 @@ def _add_common(p):
     p.add_argument("--cuda_graph", action="store_true", help="capture each search step in a CUDA graph")
     p.add_argument("--profile", action="store_true", help="profile a few steps instead of searching")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's; 1 on the embedded default on a CPU)")
+                   help="CPU threads for torch (default: torch's; 1 for the embedded default on a CPU)")
     p.add_argument("--quiet", action="store_true")
 
 
 def _set_threads(a, cpu_default_one: bool) -> None:
     """--threads, else 1 thread for the tiny embedded-default search on a CPU.
 
-    Why: at C=4 on 16x16 images each conv is ~0.2 ms of work, too little to split.
-    Measured on a 2-core VM shared with other jobs: a default-search step took 1.3 s
-    on 1 thread and 1.1 to 69 s on 2 (OpenMP threads waiting on a busy core; one
-    depthwise conv 0.3 ms vs 35 ms); the whole default search 65 s vs 245 s."""
+    Why: at C=4 on 16x16 images each conv is ~0.2 ms of work, and OpenMP threads that
+    wait on a busy core cost far more than they save.  The whole default search on a
+    2-core VM, measured: idle, 62 s on 1 thread vs 45 s on 2; beside other jobs,
+    65 s vs 245 s (one depthwise conv 0.3 ms vs 35 ms).  A predictable minute wins
+    for a demo default; ``--threads 2`` is faster on an idle machine."""
     import os
 
     import torch
