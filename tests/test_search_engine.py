@@ -422,6 +422,14 @@ def test_alpha_plot_without_matplotlib_says_so_once(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "alphas.png").exists()
 
 
+def test_edge_names_follow_the_alpha_rows():
+    names = cb.edge_names("normal", 14)
+    assert names[:5] == ["c_{k-2} -> 0", "c_{k-1} -> 0", "c_{k-2} -> 1", "c_{k-1} -> 1", "0 -> 1"]
+    assert names[-1] == "2 -> 3"
+    rnn = cb.edge_names("recurrent", 36)
+    assert rnn[:3] == ["0 -> 1", "0 -> 2", "1 -> 2"] and rnn[-1] == "7 -> 8"
+
+
 def test_alpha_plot_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     tiny_engine(epochs=2, max_steps=1, callbacks=[cb.AlphaPlot(str(tmp_path))]).run()

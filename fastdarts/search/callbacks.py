@@ -359,15 +359,28 @@ class CellDrawing(Callback):
                     subprocess.run([dot, f"-T{fmt}", path, "-o", path[:-4] + "." + fmt], check=False)
 
 
+def edge_names(kind: str, n_edges: int) -> list[str]:
+    """'from -> to' for each alpha row: CNN cells (inputs c_{k-2}, c_{k-1}, nodes 0..3,
+    node i has 2 + i edges) or the recurrent cell (node 0 from x and h, node i from 0..i-1)."""
+    names, node = [], 0
+    inputs = ["c_{k-2}", "c_{k-1}"] if kind in ("normal", "reduce") else []
+    while len(names) < n_edges:
+        preds = inputs + [str(j) for j in range(node + (0 if inputs else 1))]
+        names += [f"{p} -> {node if inputs else node + 1}" for p in preds]
+        node += 1
+    return names[:n_edges]
+
+
 class AlphaPlot(Callback):
-    """<save>/alphas.png: softmax(alpha) over the epochs, one panel per cell kind with
-    one line per op (the mean over edges) (needs matplotlib; otherwise one info line)."""
+    """<save>/alphas.png: softmax(alpha) over the epochs, one small panel per edge (a
+    grid per cell kind) with one line per op (needs matplotlib; otherwise one info line)."""
 
     order = 50
 
-    def __init__(self, save_dir: str, quiet: bool = False):
+    def __init__(self, save_dir: str, quiet: bool = False, cols: int = 7):
         self.save_dir = save_dir
         self.quiet = quiet
+        self.cols = cols
 
     def search_end(self, e):
         if not _is_rank0() or not e.history:
@@ -377,6 +390,7 @@ class AlphaPlot(Callback):
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             if not self.quiet:
                 print("info: alphas.png not written: matplotlib is not installed "
@@ -384,16 +398,28 @@ class AlphaPlot(Callback):
             return
         kinds = list(e.history[0]["alphas"])
         prims = G.PRIMITIVES if "normal" in kinds else G.RNN_PRIMITIVES
-        fig, axes = plt.subplots(len(kinds), 1, figsize=(10, 4 * len(kinds)), squeeze=False)
         epochs = [r["epoch"] + 1 for r in e.history]
-        for ax, kind in zip(axes[:, 0], kinds):
-            series = torch.tensor([r["alphas"][kind] for r in e.history])  # [epochs, edges, ops]
-            for k, name in enumerate(prims):
-                ax.plot(epochs, series[:, :, k].mean(1).tolist(), label=name)
-            ax.set_title(f"{kind} cell: softmax(alpha), mean over edges")
-            ax.set_xlabel("epoch")
-            ax.legend(fontsize=7, ncol=4)
-        fig.tight_layout()
+        series = {k: torch.tensor([r["alphas"][k] for r in e.history]) for k in kinds}  # [ep, edges, ops]
+        rows = {k: -(-series[k].shape[1] // self.cols) for k in kinds}
+        fig, axes = plt.subplots(sum(rows.values()), self.cols, squeeze=False, sharex=True,
+                                 figsize=(2.2 * self.cols, 1.8 * sum(rows.values()) + 0.6))
+        r0 = 0
+        for kind in kinds:
+            names = edge_names(kind, series[kind].shape[1])
+            for edge in range(rows[kind] * self.cols):
+                ax = axes[r0 + edge // self.cols, edge % self.cols]
+                if edge >= len(names):
+                    ax.axis("off")
+                    continue
+                for k in range(len(prims)):
+                    ax.plot(epochs, series[kind][:, edge, k].tolist(), lw=1)
+                ax.set_title(f"{kind} {names[edge]}", fontsize=7)
+                ax.tick_params(labelsize=6)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            r0 += rows[kind]
+        fig.legend(prims, loc="lower center", ncol=len(prims), fontsize=7)
+        fig.suptitle("softmax(alpha) per edge over the epochs", fontsize=9)
+        fig.tight_layout(rect=(0, 0.03, 1, 0.98))
         fig.savefig(os.path.join(self.save_dir, "alphas.png"), dpi=80)
         plt.close(fig)
 
