@@ -163,9 +163,17 @@ def run_search_cnn(a) -> int:
     if world()[0] != 0:  # ranks are checked identical (check_in_sync); rank 0 reports
         return 0
     print(f"genotype = {engine.genotype}")
-    print(f"outputs in {cfg.save}/ (genotype.json, genotypes.jsonl, normal.dot, reduce.dot, "
-          f"checkpoint.pt); wall time {engine.wall_seconds:.1f} s")
+    print(f"outputs in {cfg.save}/ ({_listing(cfg.save)}); wall time {engine.wall_seconds:.1f} s")
     return 0
+
+
+def _listing(save: str) -> str:
+    import os
+
+    try:
+        return ", ".join(sorted(n for n in os.listdir(save) if not n.startswith(".")))
+    except OSError:
+        return "nothing written"
 
 
 def _search_rnn_parser(sub):

@@ -80,7 +80,8 @@ REQUIRED = ("config", "epoch", "global_step", "model", "alphas", "optimizer", "a
 
 def load_checkpoint(path: str) -> dict:
     """Read a checkpoint written by :class:`Checkpoint` (on the CPU); CheckpointError
-    naming the file when it is missing, truncated or not one of ours."""
+    naming the file when it is missing, truncated or not one of ours.  It is a pickle
+    (the RNG states are not plain tensors): load only checkpoints you trust."""
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path!r}")
     try:
