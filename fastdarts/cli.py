@@ -113,6 +113,8 @@ def _search_cnn_parser(sub):
     p.add_argument("--arch_learning_rate", type=float, default=3e-4)
     p.add_argument("--arch_weight_decay", type=float, default=1e-3)
     p.add_argument("--channels_last", action="store_true")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="bfloat16 autocast for every forward (weights, alphas and losses stay float32)")
     p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cut epochs short")
     p.add_argument("--seeds", type=int, default=1,
                    help="run this many independent searches (seed, seed+1, ...), one per GPU")
@@ -147,8 +149,8 @@ def run_search_cnn(a) -> int:
         seed=a.seed, grad_clip=a.grad_clip, train_portion=a.train_portion, unrolled=a.unrolled,
         arch_learning_rate=a.arch_learning_rate, arch_weight_decay=a.arch_weight_decay, impl=a.impl,
         device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
-        resume=a.resume, cuda_graph=a.cuda_graph, channels_last=a.channels_last, quiet=a.quiet,
-        max_steps_per_epoch=a.max_steps_per_epoch,
+        resume=a.resume, cuda_graph=a.cuda_graph, channels_last=a.channels_last, amp=a.amp,
+        quiet=a.quiet, max_steps_per_epoch=a.max_steps_per_epoch,
         **{k: getattr(a, k) if getattr(a, k) is not None else v for k, v in defaults.items()})
     if small and not a.quiet:
         print("no --data given: searching on the embedded default (scikit-learn digits, 16x16) "

@@ -117,7 +117,7 @@ def test_corpus_and_batches(tmp_path):
         (tmp_path / name).write_text(text)
     c = D.Corpus(tmp_path)
     assert c.train.tolist() == [0, 1, 2, 3, 1, 2, 4, 3] and c.dictionary.idx2word[3] == "<eos>"
-    assert c.valid.tolist() == [0, 4, 3]
+    assert c.valid.tolist() == [0, 4, 3] and c.test.tolist() == [2, 3]
     src = D.batchify(torch.arange(23), 4, "cpu")
     assert src.shape == (5, 4) and src[:, 1].tolist() == [5, 6, 7, 8, 9]
     x, y = D.get_batch(src, 2, 35)
@@ -127,7 +127,28 @@ def test_corpus_and_batches(tmp_path):
         D.Corpus(tmp_path)
 
 
+def test_words_outside_the_training_vocabulary(tmp_path):
+    # with '<unk>' in the training text (as in PTB) an unseen word maps to it
+    for name, text in zip(D.text.PTB_FILES, ["a <unk> b\n", "a zebra\n", "b\n"]):
+        (tmp_path / name).write_text(text)
+    c = D.Corpus(tmp_path)
+    unk = c.dictionary.word2idx["<unk>"]
+    assert c.valid.tolist() == [0, unk, c.dictionary.word2idx["<eos>"]] and len(c.dictionary) == 4
+    # without one: an error naming the word, the file and the line; nothing guessed
+    (tmp_path / "ptb.train.txt").write_text("a b\n")
+    (tmp_path / "ptb.valid.txt").write_text("a\nb zebra\n")
+    with pytest.raises(D.DatasetError, match=r"ptb\.valid\.txt, line 2: the word 'zebra' is not in the "
+                       r"training vocabulary"):
+        D.Corpus(tmp_path)
+    # add_unk appends '<unk>' after the training words, whose ids do not move
+    c = D.Corpus(lines={"train": ["a b"], "valid": ["a zebra"], "test": ["b"]}, add_unk=True)
+    assert c.dictionary.idx2word == ["a", "b", "<eos>", "<unk>"] and c.valid.tolist() == [0, 3, 2]
+
+
 def test_pydoc_corpus_is_stable():
     c = D.pydoc_corpus()
     assert len(c.dictionary) > 1000 and len(c.train) > 50000
     assert c.dictionary.idx2word[c.train[0]] != "<eos>"
+    unk = c.dictionary.word2idx["<unk>"]
+    assert int(c.train.max()) < unk == len(c.dictionary) - 1  # only valid/test words map to it
+    assert 0 < int((c.valid == unk).sum()) < len(c.valid) // 10

@@ -12,6 +12,7 @@ import torch
 from .images import DatasetError
 
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
+UNK = "<unk>"
 
 
 class Dictionary:
@@ -33,16 +34,26 @@ class Corpus:
     """Tokenised splits as 1-D int64 tensors ``train``/``valid``/``test`` (CPU), one
     '<eos>' per line, words split on whitespace, as the original's data.Corpus."""
 
-    def __init__(self, path=None, lines: dict[str, list[str]] | None = None):
+    def __init__(self, path=None, lines: dict[str, list[str]] | None = None, *, add_unk: bool = False):
+        """The vocabulary is the training text's (in order of first appearance).  A
+        validation or test word outside it becomes '<unk>' when the vocabulary has one
+        (PTB's does; ``add_unk=True`` appends one after the training words), and is an
+        error naming the word, its file and line otherwise.  On PTB this is the
+        original's vocabulary exactly: its valid and test words all occur in train."""
         self.dictionary = Dictionary()
         if lines is None:
             if path is None:
                 raise ValueError("Corpus needs a directory path or the lines of each split")
-            lines = {split: self._read(os.path.join(os.fspath(path), name))
+            where = {split: os.path.join(os.fspath(path), name)
                      for split, name in zip(("train", "valid", "test"), PTB_FILES)}
-        self.train = self._tokenize(lines["train"])
-        self.valid = self._tokenize(lines["valid"])
-        self.test = self._tokenize(lines["test"])
+            lines = {split: self._read(f) for split, f in where.items()}
+        else:
+            where = {split: f"the {split} lines" for split in ("train", "valid", "test")}
+        self.train = self._tokenize(lines["train"], where["train"], grow=True)
+        if add_unk:
+            self.dictionary.add_word(UNK)
+        self.valid = self._tokenize(lines["valid"], where["valid"], grow=False)
+        self.test = self._tokenize(lines["test"], where["test"], grow=False)
 
     @staticmethod
     def _read(path: str) -> list[str]:
@@ -58,18 +69,30 @@ class Corpus:
             raise DatasetError(f"{path!r} holds no words")
         return lines
 
-    def _tokenize(self, lines: list[str]) -> torch.Tensor:
-        ids = []
-        for line in lines:
+    def _tokenize(self, lines: list[str], where: str, grow: bool) -> torch.Tensor:
+        word2idx, ids = self.dictionary.word2idx, []
+        unk = word2idx.get(UNK)
+        for n, line in enumerate(lines, 1):
             for word in line.split() + ["<eos>"]:
-                ids.append(self.dictionary.add_word(word))
+                if grow:
+                    ids.append(self.dictionary.add_word(word))
+                elif word in word2idx:
+                    ids.append(word2idx[word])
+                elif unk is not None:
+                    ids.append(unk)
+                else:
+                    raise DatasetError(
+                        f"{where}, line {n}: the word {word!r} is not in the training vocabulary, "
+                        f"which has no {UNK!r} to map it to; replace rare words by {UNK} in every "
+                        "split (as PTB does) or add the word to the training text")
         return torch.tensor(ids, dtype=torch.int64)
 
 
 def pydoc_corpus() -> Corpus:
     """The embedded default: the English help texts that ship with Python
     (``pydoc_data.topics.topics``), lower-cased, punctuation split off, one line per
-    text line, split 80/10/10 by lines in sorted-key order."""
+    text line, split 80/10/10 by lines in sorted-key order; validation and test words
+    the training lines lack become '<unk>'."""
     from pydoc_data.topics import topics
 
     lines = []
@@ -80,7 +103,7 @@ def pydoc_corpus() -> Corpus:
                 lines.append(" ".join(words))
     n = len(lines)
     a, b = int(0.8 * n), int(0.9 * n)
-    return Corpus(lines={"train": lines[:a], "valid": lines[a:b], "test": lines[b:]})
+    return Corpus(lines={"train": lines[:a], "valid": lines[a:b], "test": lines[b:]}, add_unk=True)
 
 
 def batchify(data: torch.Tensor, bsz: int, device) -> torch.Tensor:

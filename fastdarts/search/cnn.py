@@ -50,6 +50,7 @@ class CNNSearchConfig:
     resume: str | None = None
     cuda_graph: bool = False
     channels_last: bool = False
+    amp: str = "none"                    # "bf16": bfloat16 autocast for every forward (fused only)
     quiet: bool = False
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, smoke runs)
 
@@ -186,6 +187,11 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.amp != "none":
+        if cfg.impl != "fused":
+            raise ValueError("--amp needs --impl fused: the reference port computes in float32 like "
+                             "the original (its unrolled copy, model.new(), would not autocast)")
+        autocast_forward(model, cfg.amp, device)
     optimizer = torch.optim.SGD(model.parameters(), cfg.learning_rate, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     args = _ArchArgs(cfg)
@@ -227,6 +233,28 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     if cfg.resume:
         restore(engine, load_checkpoint(cfg.resume), cfg.resume)
     return engine
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_forward(model: nn.Module, amp: str, device: torch.device) -> None:
+    """Run every forward of ``model`` (the Architect's losses, the weight step, the
+    validation) under autocast to ``amp``; the logits come back in float32 so the loss,
+    and every gradient of the float32 weights and alphas, stays in float32.
+
+    float16 would need loss scaling (its gradients underflow); only bf16 is offered."""
+    if amp not in ("bf16",):
+        raise ValueError(f"amp must be 'none' or 'bf16', got {amp!r}")
+    dtype = AMP_DTYPES[amp]
+    forward = model.forward
+
+    def autocast_forward(*args, **kwargs):
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            out = forward(*args, **kwargs)
+        return out.float()
+
+    model.forward = autocast_forward
 
 
 class _ArchArgs:
