@@ -131,7 +131,7 @@ def test_amp_bf16_runs_every_forward_in_bf16_and_tracks_fp32(tmp_path):
         conv_dtypes = set()
         for m in e.model.modules():
             if isinstance(m, torch.nn.Conv2d):
-                m.register_forward_hook(lambda mod, inp, out: conv_dtypes.add(out.dtype))
+                m.register_forward_hook(lambda mod, inp, out, seen=conv_dtypes: seen.add(out.dtype))
         e.run()
         assert all(p.dtype == torch.float32 for p in e.model.parameters())
         assert e.model(torch.randn(2, 3, 16, 16)).dtype == torch.float32
