@@ -133,17 +133,15 @@ def _maybe_seeds(a, space) -> int | None:
     return 0 if all(r["ok"] for r in rows) else 1
 
 
-def run_search_cnn(a) -> int:
-    multi = _maybe_seeds(a, "cnn")
-    if multi is not None:
-        return multi
-    from .search.cnn import DIGITS_DEFAULTS, CNNSearchConfig, search_cnn
+def cnn_config(a):
+    """The CNNSearchConfig of ``fastdarts search cnn``'s flags (also used by profile):
+    the original's sizes with --data, the small embedded-default sizes without."""
+    from .search.cnn import DIGITS_DEFAULTS, CNNSearchConfig
 
-    small = a.data is None
     defaults = {"batch_size": 64, "epochs": 50, "init_channels": 16, "layers": 8}
-    if small:
+    if a.data is None:
         defaults.update(DIGITS_DEFAULTS)
-    cfg = CNNSearchConfig(
+    return CNNSearchConfig(
         data=a.data, learning_rate=a.learning_rate, learning_rate_min=a.learning_rate_min,
         momentum=a.momentum, weight_decay=a.weight_decay, report_freq=a.report_freq, save=a.save,
         seed=a.seed, grad_clip=a.grad_clip, train_portion=a.train_portion, unrolled=a.unrolled,
@@ -152,6 +150,35 @@ def run_search_cnn(a) -> int:
         resume=a.resume, cuda_graph=a.cuda_graph, channels_last=a.channels_last, amp=a.amp,
         quiet=a.quiet, max_steps_per_epoch=a.max_steps_per_epoch,
         **{k: getattr(a, k) if getattr(a, k) is not None else v for k, v in defaults.items()})
+
+
+def rnn_config(a):
+    """The RNNSearchConfig of ``fastdarts search rnn``'s flags (also used by profile)."""
+    from .search.rnn import PYDOC_DEFAULTS, RNNSearchConfig
+
+    sized = ("emsize", "nhid", "nhidlast", "epochs", "batch_size", "bptt")
+    defaults = {"emsize": 300, "nhid": 300, "nhidlast": 300, "epochs": 50, "batch_size": 256, "bptt": 35,
+                "max_steps_per_epoch": None}
+    if a.data is None:
+        defaults.update(PYDOC_DEFAULTS)
+    chosen = {k: getattr(a, k) if getattr(a, k) is not None else defaults[k]
+              for k in (*sized, "max_steps_per_epoch")}
+    return RNNSearchConfig(
+        data=a.data, lr=a.lr, clip=a.clip, dropout=a.dropout, dropouth=a.dropouth, dropoutx=a.dropoutx,
+        dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, log_interval=a.log_interval,
+        save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay, unrolled=a.unrolled,
+        arch_wdecay=a.arch_wdecay, arch_lr=a.arch_lr, impl=a.impl, device=a.device, resume=a.resume,
+        quiet=a.quiet, **chosen)
+
+
+def run_search_cnn(a) -> int:
+    multi = _maybe_seeds(a, "cnn")
+    if multi is not None:
+        return multi
+    from .search.cnn import search_cnn
+
+    small = a.data is None
+    cfg = cnn_config(a)
     if small and not a.quiet:
         print("no --data given: searching on the embedded default (scikit-learn digits, 16x16) "
               f"with C={cfg.init_channels}, {cfg.layers} layers, batch {cfg.batch_size}, "
@@ -215,22 +242,10 @@ def run_search_rnn(a) -> int:
     multi = _maybe_seeds(a, "rnn")
     if multi is not None:
         return multi
-    from .search.rnn import PYDOC_DEFAULTS, RNNSearchConfig, search_rnn
+    from .search.rnn import search_rnn
 
     small = a.data is None
-    sized = ("emsize", "nhid", "nhidlast", "epochs", "batch_size", "bptt")
-    defaults = {"emsize": 300, "nhid": 300, "nhidlast": 300, "epochs": 50, "batch_size": 256, "bptt": 35,
-                "max_steps_per_epoch": None}
-    if small:
-        defaults.update(PYDOC_DEFAULTS)
-    chosen = {k: getattr(a, k) if getattr(a, k) is not None else defaults[k]
-              for k in (*sized, "max_steps_per_epoch")}
-    cfg = RNNSearchConfig(
-        data=a.data, lr=a.lr, clip=a.clip, dropout=a.dropout, dropouth=a.dropouth, dropoutx=a.dropoutx,
-        dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, log_interval=a.log_interval,
-        save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay, unrolled=a.unrolled,
-        arch_wdecay=a.arch_wdecay, arch_lr=a.arch_lr, impl=a.impl, device=a.device, resume=a.resume,
-        quiet=a.quiet, **chosen)
+    cfg = rnn_config(a)
     if small and not a.quiet:
         print("no --data given: searching on the embedded default (Python's help texts) with "
               f"emsize=nhid={cfg.nhid}, batch {cfg.batch_size}, bptt {cfg.bptt}, {cfg.epochs} epochs "

@@ -8,6 +8,7 @@ optionally writes JSON (schema: fastdarts.profile.profiler.check_schema) and a P
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -45,39 +46,16 @@ def add_parser(top) -> None:
 
 def cnn_config(a):
     """The CNNSearchConfig that ``fastdarts search cnn`` builds from the same flags."""
-    from ..search.cnn import DIGITS_DEFAULTS, CNNSearchConfig
+    from .. import cli
 
-    defaults = {"batch_size": 64, "epochs": 50, "init_channels": 16, "layers": 8}
-    if a.data is None:
-        defaults.update(DIGITS_DEFAULTS)
-    return CNNSearchConfig(
-        data=a.data, learning_rate=a.learning_rate, learning_rate_min=a.learning_rate_min,
-        momentum=a.momentum, weight_decay=a.weight_decay, report_freq=a.report_freq, save=a.save,
-        seed=a.seed, grad_clip=a.grad_clip, train_portion=a.train_portion, unrolled=a.unrolled,
-        arch_learning_rate=a.arch_learning_rate, arch_weight_decay=a.arch_weight_decay, impl=a.impl,
-        device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
-        resume=a.resume, cuda_graph=a.cuda_graph, channels_last=a.channels_last, quiet=True,
-        max_steps_per_epoch=a.max_steps_per_epoch,
-        **{k: getattr(a, k) if getattr(a, k) is not None else v for k, v in defaults.items()})
+    return dataclasses.replace(cli.cnn_config(a), quiet=True)
 
 
 def rnn_config(a):
     """The RNNSearchConfig that ``fastdarts search rnn`` builds from the same flags."""
-    from ..search.rnn import PYDOC_DEFAULTS, RNNSearchConfig
+    from .. import cli
 
-    sized = ("emsize", "nhid", "nhidlast", "epochs", "batch_size", "bptt")
-    defaults = {"emsize": 300, "nhid": 300, "nhidlast": 300, "epochs": 50, "batch_size": 256, "bptt": 35,
-                "max_steps_per_epoch": None}
-    if a.data is None:
-        defaults.update(PYDOC_DEFAULTS)
-    chosen = {k: getattr(a, k) if getattr(a, k) is not None else defaults[k]
-              for k in (*sized, "max_steps_per_epoch")}
-    return RNNSearchConfig(
-        data=a.data, lr=a.lr, clip=a.clip, dropout=a.dropout, dropouth=a.dropouth, dropoutx=a.dropoutx,
-        dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, log_interval=a.log_interval,
-        save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay, unrolled=a.unrolled,
-        arch_wdecay=a.arch_wdecay, arch_lr=a.arch_lr, impl=a.impl, device=a.device, resume=a.resume,
-        quiet=True, **chosen)
+    return dataclasses.replace(cli.rnn_config(a), quiet=True)
 
 
 def _run(space: str, a) -> int:

@@ -1,0 +1,121 @@
+"""The fused search (fastdarts.nn + fastdarts.Architect) against the reference port,
+step by step: the same seed, the same batches, float64 on the CPU, the alphas
+compared after every architecture step, first and second order.
+
+Stated tolerance, CNN: max |alpha_fused - alpha_ref| <= 1e-9 at every step (float64;
+the two differ only in summation order, ~1e-16 per op, grown over the steps; the
+alphas are ~1e-3).  A wrong sign, factor or skipped term in either path moves the
+alphas by ~lr = 3e-4 (CNN) / 3e-3 (RNN) in one step: many orders above it.
+
+RNN: the search itself amplifies rounding (lr 20; measured on this test's second-
+order run: the reference against itself with every weight scaled by 1 + 1e-15
+drifts 2e-13 after 12 steps but 1.5e-7 after 24, about x4 per step in the second
+epoch; fused vs reference drifts 3e-8 there).  So the RNN bound is 1e-9 over the
+first epoch (12 steps) and, at every step, at most 10x the reference's own drift
+under that 1e-15 perturbation (plus 1e-12).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastdarts.search import Callback
+from fastdarts.search.rnn import RNNSearchConfig
+from fastdarts.search.rnn import build as build_rnn
+
+from .test_search_engine import one_thread, tiny_engine  # noqa: F401  (autouse fixture)
+
+TOL = 1e-9
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+class AlphaTrace(Callback):
+    """softmax-free alphas after every architecture step."""
+
+    order = 1000
+
+    def __init__(self):
+        self.steps = []
+
+    def after_arch_step(self, e):
+        self.steps.append(torch.cat([a.detach().flatten().clone() for a in e.model.arch_parameters()]))
+
+
+class _Float64Loader:
+    """The image loader's batches as float64 (it normalises to float32)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return ((x.double(), y) for x, y in self.loader)
+
+    def infinite(self):
+        return ((x.double(), y) for x, y in self.loader.infinite())
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):  # state_dict, load_state_dict, labels, ...
+        return getattr(self.loader, name)
+
+
+def _drift(a, b):
+    return [(x - y).abs().max().item() for x, y in zip(a, b)]
+
+
+def _compare(traces, steps, tol=None):
+    ref, fused = traces["reference"].steps, traces["fused"].steps
+    assert len(ref) == len(fused) == steps
+    errs = _drift(fused, ref)
+    tol = tol or [TOL] * steps
+    assert all(e <= t for e, t in zip(errs, tol)), f"step-by-step max |delta alpha|: {errs}, bound {tol}"
+    assert (ref[-1] - ref[0]).abs().max() > 1e-3  # the alphas did move over the steps
+    return errs
+
+
+@pytest.mark.parametrize("unrolled", [False, True], ids=["first_order", "second_order"])
+def test_cnn_fused_search_follows_the_reference_step_by_step(float64, unrolled):
+    """24 steps: 3 epochs of 8 batches (64 training images, batch 8), cosine lr."""
+    traces = {}
+    for impl in ("reference", "fused"):
+        trace = AlphaTrace()
+        e = tiny_engine(epochs=3, unrolled=unrolled, impl=impl, standard=False, callbacks=[trace], n=128)
+        assert all(p.dtype == torch.float64 for p in e.model.parameters())
+        e.train_loader, e.valid_loader = _Float64Loader(e.train_loader), _Float64Loader(e.valid_loader)
+        e.loaders = {"train": e.train_loader, "valid": e.valid_loader}
+        e.run()
+        traces[impl] = trace
+    _compare(traces, 24)
+
+
+@pytest.mark.parametrize("unrolled", [False, True], ids=["first_order", "second_order"])
+def test_rnn_fused_search_follows_the_reference_step_by_step(tmp_path, float64, unrolled):
+    """24 steps (2 epochs of 12) on the embedded corpus, dropout off, the variable
+    sequence length and the lr scaling included."""
+    def run(impl, scale=1.0):
+        trace = AlphaTrace()
+        cfg = RNNSearchConfig(emsize=8, nhid=8, nhidlast=8, batch_size=4, bptt=6, epochs=2,
+                              max_steps_per_epoch=12, save=str(tmp_path / f"{impl}{scale}"), quiet=True,
+                              impl=impl, eval_batch_size=4, dropout=0.0, dropouth=0.0, dropoutx=0.0,
+                              dropouti=0.0, dropoute=0.0, beta=1e-3, alpha=1e-3, unrolled=unrolled)
+        e = build_rnn(cfg, callbacks=[trace])
+        assert all(p.dtype == torch.float64 for p in e.model.parameters())
+        with torch.no_grad():
+            for p in e.model.parameters():
+                p.mul_(scale)
+        e.run()
+        return trace
+
+    traces = {"reference": run("reference"), "fused": run("fused")}
+    own = _drift(run("reference", 1 + 1e-15).steps, traces["reference"].steps)
+    bound = [TOL if k < 12 else max(TOL, 10 * d + 1e-12) for k, d in enumerate(own)]
+    _compare(traces, 24, bound)
