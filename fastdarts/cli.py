@@ -257,6 +257,10 @@ def run_search_rnn(a) -> int:
     if a.profile and (rc := _profile_instead("rnn", cfg, a)) is not None:
         return rc
     engine = search_rnn(cfg, callbacks=_cost_callbacks(a))
+    from .distributed import world
+
+    if world()[0] != 0:  # ranks are checked identical (check_in_sync); rank 0 reports
+        return 0
     print(f"genotype = {engine.genotype}")
     print(f"outputs in {cfg.save}/ (genotype.json, genotypes.jsonl, recurrent.dot, checkpoint.pt); "
           f"wall time {engine.wall_seconds:.1f} s")

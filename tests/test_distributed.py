@@ -130,3 +130,119 @@ def test_torchrun_cnn_search_runs_and_rank0_writes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (save / "genotype.json").exists() and (save / "checkpoint.pt").exists()
     assert r.stdout.count("genotype = Genotype(") == 1  # rank 0 reports (ranks checked in sync)
+
+
+# --------------------------------------------------------------------------- RNN
+
+
+def _run_rnn(rank, world, unrolled, port, out_dir, n=2, T=4, B=2, steps=3):
+    """Rank ``rank`` of ``world`` (local batch B columns) or, for world == 1, one process
+    with n*B columns in n micro-batches; the reference RNN search model, float64."""
+    import torch.distributed as dist
+
+    import fastdarts
+    from fastdarts import distributed as D
+    from tests.helpers import rnn_args, tiny_rnn
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    if world > 1:
+        D.init("gloo", timeout_s=30)
+    model = tiny_rnn(seed=0, ntoken=20, nhid=6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, weight_decay=5e-7)
+    arch = fastdarts.Architect(model, rnn_args(), micro_batches=1 if world > 1 else n)
+    if world > 1:
+        D.make_data_parallel(arch)
+    cols = n * B
+    mine = slice(rank * B, (rank + 1) * B) if world > 1 else slice(0, cols)
+    width = mine.stop - mine.start
+    h_train = [torch.zeros(1, width, 6, dtype=torch.float64)]
+    h_valid = [torch.zeros(1, width, 6, dtype=torch.float64)]
+    for step in range(steps):
+        g = torch.Generator().manual_seed(500 + step)
+        x, xv = (torch.randint(0, 20, (T, cols), generator=g) for _ in range(2))
+        y, yv = (torch.randint(0, 20, (T, cols), generator=g) for _ in range(2))
+        x, xv, y, yv = x[:, mine], xv[:, mine], y[:, mine].reshape(-1), yv[:, mine].reshape(-1)
+        h_valid, _ = arch.step(h_train, x, y, h_valid, xv, yv, opt, unrolled)
+        opt.zero_grad()
+        if world > 1:
+            loss, h_train = model._loss(h_train, x, y)
+            loss.backward()
+            D.all_reduce_weight_grads_(arch)
+        else:  # per-device BatchNorm: one micro-batch of B columns per "rank"
+            y2, hs = y.view(T, cols), []
+            for c in range(0, cols, B):
+                s = slice(c, c + B)
+                loss, h = model._loss([h_[:, s] for h_ in h_train], x[:, s], y2[:, s].reshape(-1))
+                (loss * (B / cols)).backward()
+                hs.append(h)
+            h_train = [torch.cat([h[i] for h in hs], dim=1) for i in range(len(hs[0]))]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+        h_train = [h.detach() for h in h_train]
+        h_valid = [h.detach() for h in h_valid]
+    if world > 1:
+        D.check_in_sync(model)
+        dist.destroy_process_group()
+    torch.save({"alphas": [a.detach() for a in model.arch_parameters()],
+                "weights": [p.detach() for p in model.parameters()]},
+               os.path.join(out_dir, f"rnn{rank}.pt"))
+
+
+@pytest.mark.parametrize("unrolled", [False, True], ids=["first_order", "second_order"])
+def test_rnn_data_parallel_equals_single_process_micro_batches(tmp_path, unrolled):
+    """2 gloo ranks x 2 columns against one process with 4 columns in 2 micro-batches:
+    the clipped second-order step (clip coefficient of the reduced gradients) included."""
+    single = tmp_path / "single"
+    single.mkdir()
+    _run_rnn(0, 1, unrolled, 0, str(single))
+    ref = torch.load(single / "rnn0.pt")
+    start = tiny_rnn_alphas()
+    assert (ref["alphas"][0] - start).abs().max() > 1e-3  # the search moved
+    mp.start_processes(_run_rnn, args=(2, unrolled, _port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    for r in range(2):
+        got = torch.load(tmp_path / f"rnn{r}.pt")
+        for a, b in zip(got["alphas"] + got["weights"], ref["alphas"] + ref["weights"]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def tiny_rnn_alphas():
+    from tests.helpers import tiny_rnn
+
+    return tiny_rnn(seed=0, ntoken=20, nhid=6).weights.detach().clone()
+
+
+def _torchrun(args, timeout=240):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+           str(_port()), "-m", "fastdarts", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_torchrun_rnn_search_and_its_exact_resume(tmp_path):
+    """2 ranks with dropout on: rank 0 writes and reports once; stopping after epoch 1
+    and resuming (every rank's RNG restored from the checkpoint) gives the same
+    weights and alphas, bit for bit, as the unbroken data-parallel search."""
+    tiny = ["search", "rnn", "--emsize", "8", "--nhid", "8", "--nhidlast", "8", "--batch_size", "4",
+            "--bptt", "6", "--max_steps_per_epoch", "3", "--quiet"]
+    full = _torchrun([*tiny, "--epochs", "2", "--save", str(tmp_path / "full")])
+    assert full.stdout.count("genotype = ") == 1
+    assert (tmp_path / "full" / "genotype.json").exists()
+    _torchrun([*tiny, "--epochs", "1", "--save", str(tmp_path / "cut")])
+    _torchrun([*tiny, "--epochs", "2", "--save", str(tmp_path / "cut"),
+               "--resume", str(tmp_path / "cut" / "checkpoint.pt")])
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2 and a["config"]["world_size"] == 2
+    rng = a["rng_ranks"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for x, y in zip(a["alphas"], b["alphas"]):
+        assert torch.equal(x, y)

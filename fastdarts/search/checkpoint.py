@@ -36,6 +36,21 @@ def rng_states() -> dict:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
+def rank_rng_states() -> list | None:
+    """Every rank's torch RNG states, gathered (a collective: every rank calls it);
+    None in a single process.  A data-parallel search draws different dropout masks
+    on each rank, so an exact resume needs them all."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    mine = {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return out
+
+
 def set_rng_states(s: dict) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
@@ -151,6 +166,13 @@ def restore(e, state: dict, path: str = "checkpoint") -> None:
     for k, ld in e.loaders.items():
         ld.load_state_dict(state["loaders"][k])
     set_rng_states(state["rng"])
+    if state.get("rng_ranks"):  # a data-parallel checkpoint (same world size: config_key)
+        import torch.distributed as dist
+
+        mine = state["rng_ranks"][dist.get_rank() if dist.is_initialized() else 0]
+        torch.set_rng_state(mine["torch"])
+        if mine["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(mine["cuda"])
     e.start_epoch = state["epoch"]
     e.global_step = state["global_step"]
     e.history = list(state["history"])
@@ -174,5 +196,9 @@ class Checkpoint(Callback):
         if (e.epoch + 1) % self.every == 0 or e.epoch + 1 == e.epochs:
             from .callbacks import _is_rank0
 
+            ranks = rank_rng_states()  # every rank takes part
             if _is_rank0():
-                atomic_save(state_of(e), self.path)
+                state = state_of(e)
+                if ranks is not None:
+                    state["rng_ranks"] = ranks
+                atomic_save(state, self.path)

@@ -230,6 +230,8 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     engine.config_key = {k: v for k, v in asdict(cfg).items()
                          if k not in ("resume", "quiet", "report_freq", "save", "device", "epochs")}
     engine.config_key["data"] = data.name
+    if world_size > 1:  # the shards, hence the search, depend on it
+        engine.config_key["world_size"] = world_size
     if cfg.resume:
         restore(engine, load_checkpoint(cfg.resume), cfg.resume)
     return engine

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from .. import genotypes as G
 from ..data import Corpus, batchify, get_batch, pydoc_corpus
 from . import callbacks as cb
 from .checkpoint import Checkpoint, load_checkpoint, restore
-from .cnn import model_classes, seed_everything
+from .cnn import DataParallel, model_classes, seed_everything
 from .engine import Callback, Engine
 
 # The embedded default (Python's help texts, ~95k training tokens): small enough
@@ -207,14 +208,27 @@ class _RNNArgs:
 
 def build(cfg: RNNSearchConfig, callbacks=()):
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    seed_everything(cfg.seed)
+    rank, world_size = distributed.init()
+    if world_size > 1 and cfg.impl != "fused":
+        raise ValueError("a data-parallel search needs --impl fused (the reference Architect has no "
+                         "gradient averaging)")
+    seed_everything(cfg.seed)  # the same seed on every rank: identical weights, alphas, seq_len draws
     corpus = Corpus(cfg.data) if cfg.data else pydoc_corpus()
-    train_data = batchify(corpus.train, cfg.batch_size, device)
-    search_data = batchify(corpus.valid, cfg.batch_size, device)
-    val_data = batchify(corpus.valid, cfg.eval_batch_size, device)
+    # --batch_size is per rank: the global batch has batch_size x world columns and
+    # rank r takes its contiguous block of them (its own hidden states), as one process
+    # with Architect(micro_batches=world) splits the columns.
+    B = cfg.batch_size
+    train_data = batchify(corpus.train, B * world_size, device)
+    search_data = batchify(corpus.valid, B * world_size, device)
+    if world_size > 1:
+        cols = slice(rank * B, (rank + 1) * B)
+        train_data, search_data = train_data[:, cols].contiguous(), search_data[:, cols].contiguous()
+    val_data = batchify(corpus.valid, cfg.eval_batch_size, device)  # every rank: the whole split
     Model, Architect = model_classes("rnn", cfg.impl)
     model = Model(len(corpus.dictionary), cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout,
                   cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
+    if world_size > 1:  # independent dropout masks per rank (numpy, for seq_len, stays shared)
+        torch.manual_seed(cfg.seed + 7919 * rank)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
     architect = Architect(model, _RNNArgs(cfg))
     os.makedirs(cfg.save, exist_ok=True)
@@ -222,11 +236,16 @@ def build(cfg: RNNSearchConfig, callbacks=()):
            cb.GradClip(cfg.clip), RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),
            cb.GenotypeLog(cfg.save), cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save),
            cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
+    if world_size > 1:
+        distributed.make_data_parallel(architect)
+        cbs.append(DataParallel())
     engine = RNNSearch(model, architect, optimizer, train_data, search_data, cfg=cfg, device=device,
                        callbacks=cbs)
     engine.config_key = {k: v for k, v in asdict(cfg).items()
                          if k not in ("resume", "quiet", "log_interval", "save", "device", "epochs")}
     engine.config_key["data"] = cfg.data or "pydoc"
+    if world_size > 1:  # the shards, hence the search, depend on it
+        engine.config_key["world_size"] = world_size
     if cfg.resume:
         restore(engine, load_checkpoint(cfg.resume), cfg.resume)
     return engine
