@@ -304,6 +304,8 @@ def test_flat_ops_opcheck():
     torch.library.opcheck(torch.ops.fastdarts.virtual_step_.default,
                           (w, b, g, m, eta, 0.9, 1e-3, None))
     torch.library.opcheck(torch.ops.fastdarts.perturb_.default, (w, b, g, eta, -1.0))
+    torch.library.opcheck(torch.ops.fastdarts.sgd_step_.default, (w, m, g, eta, 0.9, 3e-4, None))
+    torch.library.opcheck(torch.ops.fastdarts.sgd_step_.default, (w, m, g, eta, 0.9, 3e-4, torch.tensor(0.5)))
 
 
 def test_flat_ops_reject_mismatched_buffers():
