@@ -123,3 +123,205 @@ def check_in_sync(model, group=None, what: str = "model") -> None:
         raise DistributedError(f"{what} diverged between ranks: alpha sums span [{lo[0]}, {hi[0]}], "
                                f"weight sums [{lo[1]}, {hi[1]}]; every rank must start from the same "
                                "seed and apply the same averaged gradients")
+
+
+# ---------------------------------------------------------------- training (fastdarts train cnn|rnn)
+#
+# The evaluation networks have no alphas and no Architect: their gradients are
+# averaged through a flat buffer of their own (:class:`FlatGradAverager`), and
+# :func:`check_params_in_sync` compares parameters and buffers tensor by tensor.
+
+
+def _all_reduce_(t: torch.Tensor, op=None, group=None) -> torch.Tensor:
+    """``dist.all_reduce`` (SUM by default) with a failed or timed-out peer turned into a
+    DistributedError."""
+    try:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
+    except RuntimeError as exc:
+        raise DistributedError(f"all_reduce failed on rank {dist.get_rank()}: {exc}; another rank "
+                               "probably stopped (see its log)") from exc
+    return t
+
+
+def _collective_device(group=None) -> torch.device:
+    """Where this group's collectives want their tensors (NCCL: this rank's GPU)."""
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's own random streams (data order and augmentation, drop-path,
+    dropout): ``seed`` itself on rank 0 (a single process is unchanged), a seed mixed
+    from (seed, rank) on the others, so the ranks do not repeat each other's draws."""
+    if rank == 0:
+        return int(seed)
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, np.uint64)[0] % (2 ** 63))
+
+
+def numpy_fingerprint() -> int:
+    """A number that differs when numpy's global RNG state differs (to check that the
+    ranks draw the same RNN sequence lengths)."""
+    import zlib
+
+    import numpy as np
+
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return zlib.crc32(keys.tobytes() + np.array([pos, has_gauss], np.int64).tobytes()
+                      + np.float64(cached).tobytes())
+
+
+def barrier(group=None) -> None:
+    """Wait for every rank (a one-element all_reduce: no backend-specific barrier
+    quirks); a no-op without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        _all_reduce_(torch.zeros(1, device=_collective_device(group)), group=group)
+
+
+def gather_objects(obj, group=None) -> list:
+    """Every rank's picklable ``obj``, in rank order, on every rank (one collective);
+    ``[obj]`` without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size(group)
+    try:
+        dist.all_gather_object(out, obj, group=group)
+    except RuntimeError as exc:
+        raise DistributedError(f"all_gather_object failed on rank {dist.get_rank()}: {exc}; another "
+                               "rank probably stopped (see its log)") from exc
+    return out
+
+
+def all_reduce_sum(values, group=None) -> list[float]:
+    """The sums over the ranks of a few numbers (float64, one collective)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_collective_device(group))
+    return _all_reduce_(t, group=group).tolist()
+
+
+def all_reduce_mean_flat_(tensors, values=(), group=None) -> list[float]:
+    """Average the floating tensors ``tensors`` (in place) and the numbers ``values``
+    over the ranks through one flat float64 buffer (one collective); returns the
+    averaged ``values``."""
+    tensors = [t for t in tensors if t.is_floating_point()]
+    dev = _collective_device(group)
+    parts = [t.detach().reshape(-1).to(dev, torch.float64) for t in tensors]
+    parts.append(torch.tensor([float(v) for v in values], dtype=torch.float64, device=dev))
+    flat = _all_reduce_(torch.cat(parts), group=group)
+    flat.div_(dist.get_world_size(group))
+    i = 0
+    with torch.no_grad():
+        for t in tensors:
+            t.copy_(flat[i:i + t.numel()].view_as(t))
+            i += t.numel()
+    return flat[i:].tolist()
+
+
+class FlatGradAverager:
+    """Averages ``p.grad`` of ``params`` over the ranks with one all_reduce per step:
+    the gradients are copied into one flat buffer (a multi-tensor copy), reduced,
+    and copied back.
+
+    The buffer also carries one presence flag per parameter: a parameter without a
+    gradient on this rank but with one elsewhere gets the average (its zero counted),
+    so every rank ends with the same set of gradients.  ``agree`` (small integers,
+    e.g. the step and the RNN's sequence length) rides along as (x, x^2) pairs: if
+    the ranks disagree, every rank raises the same DistributedError at that step
+    instead of running out of step with the others (this reads two numbers per
+    value on the host; without ``agree`` the step never waits for the device)."""
+
+    AGREE_MOD = 251  # x mod 251 keeps N * sum(x^2) exact in float32 up to 256 ranks
+
+    def __init__(self, params, group=None):
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise DistributedError("no parameters that require gradients to average")
+        self.group = group
+        self.n = sum(p.numel() for p in self.params)
+        self._key = None
+
+    def _buffer(self, k: int) -> torch.Tensor:
+        """The flat buffer for ``k`` agreement values, in the parameters' dtype and on
+        their device as they are now (a model moved or cast after construction)."""
+        p0 = self.params[0]
+        key = (k, p0.dtype, p0.device)
+        if self._key != key:
+            dtypes = {p.dtype for p in self.params}
+            if len(dtypes) > 1:
+                raise DistributedError(f"the parameters have several dtypes {sorted(map(str, dtypes))}; "
+                                       "data-parallel training needs one")
+            self.dtype = p0.dtype
+            self.flat = torch.zeros(self.n + len(self.params) + 2 * k, dtype=p0.dtype, device=p0.device)
+            self.views, i = [], 0
+            for p in self.params:
+                self.views.append(self.flat[i:i + p.numel()].view_as(p))
+                i += p.numel()
+            self._key = key
+        return self.flat
+
+    def __call__(self, agree=()) -> None:
+        agree = [int(v) % self.AGREE_MOD for v in agree]
+        flat = self._buffer(len(agree))
+        n, P = self.n, len(self.params)
+        grads = [p.grad for p in self.params]
+        if any(g is not None and g.is_sparse for g in grads):
+            raise DistributedError("sparse gradients cannot be averaged through the flat buffer")
+        complete = all(g is not None for g in grads)
+        if complete:
+            torch._foreach_copy_(self.views, grads)
+            flat[n:n + P].fill_(1)
+        else:
+            flat.zero_()
+            pairs = [(v, g) for v, g in zip(self.views, grads) if g is not None]
+            if pairs:
+                torch._foreach_copy_([v for v, _ in pairs], [g for _, g in pairs])
+            flat[n:n + P].copy_(torch.tensor([g is not None for g in grads], dtype=self.dtype))
+        if agree:
+            flat[n + P:].copy_(torch.tensor([w for x in agree for w in (x, x * x)], dtype=self.dtype))
+        _all_reduce_(flat, group=self.group)
+        world = dist.get_world_size(self.group)
+        if agree:
+            got = [int(round(v)) for v in flat[n + P:].tolist()]
+            for j in range(len(agree)):
+                s1, s2 = got[2 * j], got[2 * j + 1]
+                if world * s2 != s1 * s1:  # equality iff every rank sent the same x
+                    raise DistributedError(
+                        f"the ranks are out of step: value {j} of the step's agreement check differs "
+                        f"between ranks (this rank: {agree[j]}, mean {s1 / world:.2f}); every rank must "
+                        "seed numpy identically and take the same number of steps")
+        flat[:n].div_(world)
+        if not complete:  # a gradient some other rank has: take the average
+            present = flat[n:n + P].tolist()
+            for i, p in enumerate(self.params):
+                if p.grad is None and present[i] > 0:
+                    p.grad = torch.zeros_like(p)
+            grads = [p.grad for p in self.params]
+        pairs = [(g, v) for g, v in zip(grads, self.views) if g is not None]
+        torch._foreach_copy_([g for g, _ in pairs], [v for _, v in pairs])
+
+
+def check_params_in_sync(model, group=None, what: str = "model", extra: dict | None = None) -> None:
+    """Raise DistributedError naming what differs if the parameters or buffers of
+    ``model`` (a plain nn.Module: no alphas needed), or the numbers in ``extra``
+    (e.g. the step count), are not the same on every rank.  One collective of two
+    float64 numbers (sum and sum of squares) per tensor, compared by max and min."""
+    named = [(f"parameter {k}", t) for k, t in model.named_parameters()]
+    named += [(f"buffer {k}", t) for k, t in model.named_buffers()]
+    extra = dict(extra or {})
+    dev = _collective_device(group)
+    rows = [torch.stack([t.detach().double().sum(), t.detach().double().pow(2).sum()]).to(dev)
+            for _, t in named]
+    rows += [torch.tensor([float(v), 0.0], dtype=torch.float64, device=dev) for v in extra.values()]
+    names = [k for k, _ in named] + list(extra)
+    v = torch.stack(rows).reshape(-1) if rows else torch.zeros(0, dtype=torch.float64, device=dev)
+    both = _all_reduce_(torch.cat([v, -v]), op=dist.ReduceOp.MAX, group=group)
+    hi, lo = both[:v.numel()].view(-1, 2), (-both[v.numel():]).view(-1, 2)
+    bad = (hi != lo).any(1).nonzero().flatten().tolist()
+    if bad:
+        shown = ", ".join(f"{names[i]} (sum in [{lo[i, 0].item():.17g}, {hi[i, 0].item():.17g}])"
+                          for i in bad[:4])
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        raise DistributedError(f"{what} diverged between ranks: {shown}{more}; every rank must start "
+                               "from the same seed and the same --resume checkpoint and apply the same "
+                               "averaged gradients")

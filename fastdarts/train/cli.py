@@ -1,5 +1,8 @@
 """``fastdarts train cnn|rnn``: train a genotype from scratch, with the original
-train.py flags and defaults (plugged into fastdarts.cli through PLUGINS)."""
+train.py flags and defaults (plugged into fastdarts.cli through PLUGINS).
+
+Data parallel: ``torchrun --nproc_per_node=N -m fastdarts train cnn|rnn ...`` (N
+ranks, --batch_size per rank, gradients averaged; rank 0 prints and writes)."""
 
 from __future__ import annotations
 
@@ -44,6 +47,13 @@ def _cnn_parser(sub):
     return p
 
 
+def _rank(device: str | None) -> int:
+    """Join torchrun's process group when launched by it; this process's rank."""
+    from .common import pick_device, setup_distributed
+
+    return setup_distributed(pick_device(device))[1]
+
+
 def run_train_cnn(a) -> int:
     from .. import genotypes as G
     from .cnn import DIGITS_DEFAULTS, CNNTrainConfig, train_cnn
@@ -62,12 +72,15 @@ def run_train_cnn(a) -> int:
         channels_last=a.channels_last, resume=a.resume, quiet=a.quiet,
         device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
         max_steps_per_epoch=a.max_steps_per_epoch, **chosen)
-    if small and not a.quiet:
+    rank = _rank(cfg.device)
+    if small and not a.quiet and rank == 0:
         size = 32 if cfg.auxiliary else 16
         print(f"no --data given: training on the embedded default (scikit-learn digits, {size}x{size}, "
               f"80% train / 20% held out) with C={cfg.init_channels}, {cfg.layers} layers, batch "
               f"{cfg.batch_size}, {cfg.epochs} epochs, auxiliary {'on' if cfg.auxiliary else 'off'}")
     engine = train_cnn(cfg)
+    if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
+        return 0
     last = engine.history[-1] if engine.history else {}
     print(f"param size = {engine.params_M:.6f} MB; final test_acc "
           f"{100 * last.get('test_acc', float('nan')):.2f}%; wall time {engine.wall_seconds:.1f} s")
@@ -136,11 +149,14 @@ def run_train_rnn(a) -> int:
         eval_batch_size=a.eval_batch_size, resume=resume,
         device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
         quiet=a.quiet, **chosen)
-    if small and not a.quiet:
+    rank = _rank(cfg.device)
+    if small and not a.quiet and rank == 0:
         print("no --data given: training on the embedded default (Python's help texts) with "
               f"emsize=nhid={cfg.nhid}, batch {cfg.batch_size}, bptt {cfg.bptt}, {cfg.epochs} epochs "
               f"of {cfg.max_steps_per_epoch} steps")
     engine = train_rnn(cfg)
+    if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
+        return 0
     print(f"param size: {engine.params_M:.6f} M; test loss {engine.test_loss:.4f} | "
           f"test ppl {engine.test_ppl:.2f} (best model, test batch {cfg.test_batch_size}); "
           f"wall time {engine.wall_seconds:.1f} s")

@@ -7,6 +7,13 @@ SGD step.  Per epoch: lr by cosine annealing to 0, drop_path_prob = p * epoch /
 epochs, then the accuracy on the test set (the original validates on the CIFAR-10
 test batch every epoch).  Data: CIFAR-10 with crop, flip and Cutout done on the
 device, or the embedded digits (first 80% train, the rest held out).
+
+Data parallel under torchrun (see fastdarts.train.common): rank r trains on every
+world-th image from r (the shards cut to one length, so every rank takes the same
+number of steps; at most world - 1 images are left out), --batch_size per rank, and
+evaluates its share of the test set (the sums are reduced).  BatchNorm normalises
+with each rank's batch statistics (as on N devices) and its running statistics
+are averaged over the ranks at each epoch end.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from .. import genotypes as G
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..search import callbacks as cb
@@ -26,7 +34,17 @@ from ..search.checkpoint import CheckpointError, set_rng_states
 from ..search.cnn import seed_everything
 from ..search.engine import Callback, Engine
 from .augment import TrainLoader
-from .common import TrainCheckpoint, TrainLogger, base_state, check_config, load_train_checkpoint, pick_device
+from .common import (
+    TrainCheckpoint,
+    TrainLogger,
+    base_state,
+    check_config,
+    data_parallel_callbacks,
+    load_train_checkpoint,
+    pick_device,
+    restore_rank_state,
+    setup_distributed,
+)
 from .model_cnn import NetworkCIFAR, count_parameters_in_MB
 
 # The embedded default (digits, 16x16, 1,437 training images) is tiny: these make a
@@ -78,6 +96,7 @@ class CNNTrainer(Engine):
     """The engine of one training run; ``state_dict()`` is its checkpoint."""
 
     kind = "cnn"
+    rank, world_size = 0, 1
 
     def __init__(self, model, optimizer, train_loader, test_loader, *, cfg: CNNTrainConfig, device,
                  callbacks=()):
@@ -136,6 +155,7 @@ class CNNTrainer(Engine):
         self.global_step = state["global_step"]
         self.history = list(state["history"])
         self.lr = state["lr"]
+        restore_rank_state(self, state, self.cfg.seed)
 
 
 class DropPathSchedule(Callback):
@@ -150,8 +170,10 @@ class DropPathSchedule(Callback):
         e.model.drop_path_prob = self.p * e.epoch / e.epochs
 
 
-def evaluate_cnn(model, loader, device, bf16: bool = False) -> dict:
-    """Loss and top-1 accuracy of ``model`` (eval mode, main logits) over ``loader``."""
+def evaluate_cnn(model, loader, device, bf16: bool = False, across_ranks: bool = False) -> dict:
+    """Loss and top-1 accuracy of ``model`` (eval mode, main logits) over ``loader``;
+    with ``across_ranks``, over the union of every rank's ``loader`` (each rank its
+    shard; one collective)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -164,7 +186,11 @@ def evaluate_cnn(model, loader, device, bf16: bool = False) -> dict:
             correct += (logits.argmax(1) == y).sum()
             n += y.shape[0]
     model.train(was_training)
-    return {"loss": loss_sum.item() / max(n, 1), "acc": correct.item() / max(n, 1), "n": n}
+    sums = [loss_sum.item(), float(correct.item()), float(n)]
+    if across_ranks:
+        sums = distributed.all_reduce_sum(sums)
+    loss, hits, n = sums[0], sums[1], int(round(sums[2]))
+    return {"loss": loss / max(n, 1), "acc": hits / max(n, 1), "n": n}
 
 
 class TestAccuracy(Callback):
@@ -173,7 +199,7 @@ class TestAccuracy(Callback):
     order = 10
 
     def epoch_end(self, e):
-        r = evaluate_cnn(e.model, e.test_loader, e.device, e.cfg.bf16)
+        r = evaluate_cnn(e.model, e.test_loader, e.device, e.cfg.bf16, across_ranks=e.world_size > 1)
         e.metrics["test_loss"], e.metrics["test_acc"] = r["loss"], r["acc"]
 
 
@@ -193,16 +219,21 @@ def build_network(genotype, model_args: dict) -> NetworkCIFAR:
 
 def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     """Data, network, optimizer and the engine (not yet run) from the config."""
-    device = pick_device(cfg.device)
+    device, rank, world_size = setup_distributed(pick_device(cfg.device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     genotype = cfg.genotype if isinstance(cfg.genotype, tuple) else G.resolve(cfg.genotype, "cnn")
     if not hasattr(genotype, "normal"):
         raise G.GenotypeError(f"{cfg.genotype!r} is not a CNN genotype (normal/reduce cells)")
     G.validate(genotype)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
     train, test, data_name = _load_data(cfg.data, 32 if cfg.auxiliary else 16)
-    train_loader = TrainLoader(train, cfg.batch_size, device, augment=True, seed=cfg.seed,
+    if world_size > 1:  # every world-th image from rank r, the shards of one length
+        per_rank = len(train) // world_size
+        train = train.subset(slice(rank, per_rank * world_size, world_size))
+        test = test.subset(slice(rank, None, world_size))  # evaluated shards are summed
+    train_loader = TrainLoader(train, cfg.batch_size, device, augment=True,
+                               seed=distributed.rank_seed(cfg.seed, rank),
                                channels_last=cfg.channels_last,
                                cutout_length=cfg.cutout_length if cfg.cutout else 0)
     test_loader = DeviceLoader(test, cfg.eval_batch_size, device, augment=False, shuffle=False,
@@ -214,14 +245,19 @@ def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), cfg.learning_rate, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
+    if rank > 0:  # the weights are built: from here each rank draws its own drop-path masks
+        torch.manual_seed(distributed.rank_seed(cfg.seed, rank))
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [cb.CosineLR(cfg.learning_rate, 0.0, cfg.epochs), DropPathSchedule(cfg.drop_path_prob),
            cb.TrainMetrics(), TestAccuracy(), TrainLogger(quiet=cfg.quiet), TrainCheckpoint(cfg.save),
            *callbacks]
     if cfg.grad_clip:
         cbs.append(cb.GradClip(cfg.grad_clip))
+    if world_size > 1:  # gradients averaged before GradClip; ranks checked at each epoch end
+        cbs += data_parallel_callbacks(model)
     engine = CNNTrainer(model, optimizer, train_loader, test_loader, cfg=cfg, device=device,
                         callbacks=cbs)
+    engine.rank, engine.world_size = rank, world_size
     engine.genotype, engine.genotype_dict = genotype, G.to_dict(genotype)
     engine.model_args, engine.data_name = model_args, data_name
     engine.config_key = {k: v for k, v in asdict(cfg).items()
@@ -239,6 +275,7 @@ def train_cnn(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     t0 = time.perf_counter()
     engine = build(cfg, callbacks)
     engine.run()
+    distributed.barrier()  # data parallel: rank 0 has written the checkpoint when any rank returns
     engine.wall_seconds = time.perf_counter() - t0
     return engine
 

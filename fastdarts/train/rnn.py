@@ -10,6 +10,15 @@ and temporal activation (beta) regularisation; gradient norm clipped to 0.25; SG
 averaged weights, the ASGD 'ax' buffers, once ASGD is on); the best model so far in
 <save>/best.pt; the switch to ASGD(t0=0, lambd=0) when the validation loss is worse
 than the best of all epochs before the last ``nonmono``.
+
+Data parallel under torchrun (see fastdarts.train.common): the training text is
+batchified with batch_size x world columns and rank r trains on its contiguous
+block of batch_size columns (so N ranks with --batch_size b compute what one
+process with batch N*b does).  Every rank draws the same sequence lengths (numpy
+is seeded alike on every rank; each step's length is checked in the gradient
+collective).  The validation columns are split between the ranks when
+eval_batch_size is a multiple of the world size (else every rank evaluates all of
+them) and the loss is averaged, so the ASGD switch is decided alike everywhere.
 """
 
 from __future__ import annotations
@@ -24,10 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from .. import genotypes as G
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
 from ..reference.rnn.model_search import DARTSCell, RNNModel
 from ..search import callbacks as cb
+from ..search.callbacks import _is_rank0
 from ..search.checkpoint import CheckpointError, atomic_save, set_rng_states
 from ..search.cnn import seed_everything
 from ..search.engine import Callback, Engine
@@ -38,8 +49,11 @@ from .common import (
     TrainLogger,
     base_state,
     check_config,
+    data_parallel_callbacks,
     load_train_checkpoint,
     pick_device,
+    restore_rank_state,
+    setup_distributed,
 )
 
 # The embedded default (Python's help texts, ~95k training tokens, 3,595 words).
@@ -152,6 +166,7 @@ def evaluate_rnn(model, source: torch.Tensor, bptt: int, batch_size: int) -> flo
 
 class RNNTrainer(Engine):
     kind = "rnn"
+    rank, world_size = 0, 1
 
     def __init__(self, model, optimizer, train_data, val_data, *, cfg: RNNTrainConfig, device,
                  callbacks=()):
@@ -232,6 +247,7 @@ class RNNTrainer(Engine):
         self.lr = state["lr"]
         self.best_val_loss = list(state["best_val_loss"])
         self.stored_loss = state["stored_loss"]
+        restore_rank_state(self, state, self.cfg.seed)
 
 
 class SmallBatchHidden(Callback):
@@ -245,13 +261,16 @@ class SmallBatchHidden(Callback):
 
 
 class AveragedValidation(Callback):
-    """Validation loss and perplexity, with the averaged weights while ASGD is on."""
+    """Validation loss and perplexity, with the averaged weights while ASGD is on
+    (data parallel: each rank's validation columns, the loss averaged over ranks)."""
 
     order = 10
 
     def epoch_end(self, e):
         with averaged_weights(e.model, e.optimizer):
-            loss = evaluate_rnn(e.model, e.val_data, e.cfg.bptt, e.cfg.eval_batch_size)
+            loss = evaluate_rnn(e.model, e.val_data, e.cfg.bptt, e.val_data.size(1))
+        if e.world_size > 1:  # equal column blocks (or all columns): the mean is the full loss
+            loss, = distributed.all_reduce_mean_flat_([], [loss])
         e.metrics["valid_loss"] = loss
         e.metrics["valid_ppl"] = math.exp(min(loss, 50))
 
@@ -269,14 +288,15 @@ class BestModel(Callback):
         val_loss = e.metrics["valid_loss"]
         if val_loss < e.stored_loss:
             e.stored_loss = val_loss
-            with averaged_weights(e.model, e.optimizer):
-                state = {"format": FORMAT, "kind": "rnn", "genotype": e.genotype_dict,
-                         "model_args": e.model_args, "data": e.data_name, "epoch": e.epoch + 1,
-                         "model": {k: v.clone() for k, v in e.model.state_dict().items()},
-                         "averaged": is_asgd(e.optimizer), "valid_loss": val_loss,
-                         "config": e.config_key}
-            atomic_save(state, self.path)
-            e.metrics["saved"] = "averaged" if state["averaged"] else "normal"
+            averaged = is_asgd(e.optimizer)
+            if _is_rank0():
+                with averaged_weights(e.model, e.optimizer):
+                    state = {"format": FORMAT, "kind": "rnn", "genotype": e.genotype_dict,
+                             "model_args": e.model_args, "data": e.data_name, "epoch": e.epoch + 1,
+                             "model": {k: v.clone() for k, v in e.model.state_dict().items()},
+                             "averaged": averaged, "valid_loss": val_loss, "config": e.config_key}
+                atomic_save(state, self.path)
+            e.metrics["saved"] = "averaged" if averaged else "normal"
 
 
 class NonMonotoneASGD(Callback):
@@ -303,23 +323,35 @@ def _corpus(data: str | None) -> tuple[Corpus, str]:
 def build(cfg: RNNTrainConfig, callbacks=(), validation: Callback | None = None) -> RNNTrainer:
     """Data, model, optimizer and the engine (not yet run); ``validation`` replaces the
     validation callback (tests script the loss curve with it)."""
-    device = pick_device(cfg.device)
+    device, rank, world_size = setup_distributed(pick_device(cfg.device))
     genotype = cfg.genotype if isinstance(cfg.genotype, tuple) else G.resolve(cfg.genotype, "rnn")
     G.validate(genotype)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same on every rank: initial weights and the sequence lengths
     corpus, data_name = _corpus(cfg.data)
-    train_data = batchify(corpus.train, cfg.batch_size, device)
+    train_data = batchify(corpus.train, cfg.batch_size * world_size, device)
     val_data = batchify(corpus.valid, cfg.eval_batch_size, device)
+    if world_size > 1:  # rank r: columns [r*b, (r+1)*b) of the world's batch
+        b = cfg.batch_size
+        train_data = train_data[:, rank * b:(rank + 1) * b].contiguous()
+        if cfg.eval_batch_size % world_size == 0:
+            v = cfg.eval_batch_size // world_size
+            val_data = val_data[:, rank * v:(rank + 1) * v].contiguous()
     model_args = {"ntoken": len(corpus.dictionary), "ninp": cfg.emsize, "nhid": cfg.nhid,
                   "nhidlast": cfg.nhidlast, "dropout": cfg.dropout, "dropouth": cfg.dropouth,
                   "dropoutx": cfg.dropoutx, "dropouti": cfg.dropouti, "dropoute": cfg.dropoute}
     model = build_rnn_model(genotype, model_args).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
+    if rank > 0:  # the weights are built: from here each rank draws its own dropout masks
+        torch.manual_seed(distributed.rank_seed(cfg.seed, rank))
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [SmallBatchHidden(), SequenceLengthLR(), RNNTrainMetrics(), cb.GradClip(cfg.clip),
            validation or AveragedValidation(), BestModel(cfg.save), NonMonotoneASGD(),
            TrainLogger(quiet=cfg.quiet), TrainCheckpoint(cfg.save), *callbacks]
+    if world_size > 1:  # gradients averaged before GradClip, with the step and sequence length
+        cbs += data_parallel_callbacks(model, agree=lambda e: (e.global_step, e.batch[0],
+                                                               e.batch[1].size(0)))
     engine = RNNTrainer(model, optimizer, train_data, val_data, cfg=cfg, device=device, callbacks=cbs)
+    engine.rank, engine.world_size = rank, world_size
     engine.genotype, engine.genotype_dict = genotype, G.to_dict(genotype)
     engine.model_args, engine.data_name = model_args, data_name
     engine.corpus = corpus
@@ -340,6 +372,7 @@ def train_rnn(cfg: RNNTrainConfig, callbacks=()) -> RNNTrainer:
     t0 = time.perf_counter()
     engine = build(cfg, callbacks)
     engine.run()
+    distributed.barrier()  # rank 0 has written best.pt / checkpoint.pt; every rank tests the same model
     best = os.path.join(cfg.save, "best.pt")
     r = test_rnn(best if os.path.isfile(best) else os.path.join(cfg.save, "checkpoint.pt"), cfg.data,
                  device=engine.device, batch_size=cfg.test_batch_size)
