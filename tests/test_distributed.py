@@ -246,3 +246,16 @@ def test_torchrun_rnn_search_and_its_exact_resume(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     for x, y in zip(a["alphas"], b["alphas"]):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("n", [10, 11, 12, 13])
+def test_cnn_search_shards_are_equal_and_disjoint(n):
+    from fastdarts.data import ImageData
+    from fastdarts.search.cnn import shard
+
+    images = torch.zeros(n, 3, 2, 2, dtype=torch.uint8)
+    data = ImageData(images, torch.arange(n), (0.5,) * 3, (0.5,) * 3, n, "t")
+    parts = [shard(data, r, 3).labels.tolist() for r in range(3)]
+    assert len({len(p) for p in parts}) == 1 and len(parts[0]) == n // 3
+    seen = sum(parts, [])
+    assert len(set(seen)) == len(seen) == n // 3 * 3

@@ -123,6 +123,13 @@ class DataParallel(Callback):
         distributed.check_in_sync(e.model)
 
 
+def shard(data, rank: int, world_size: int):
+    """Rank ``rank``'s strided share of ``data``, all shares of one length (at most
+    world_size - 1 images dropped): every rank then takes the same number of steps,
+    where unequal shards would leave one rank waiting in a collective."""
+    return data.subset(slice(rank, len(data) // world_size * world_size, world_size))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -176,8 +183,7 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     data = load_cifar10(cfg.data) if cfg.data else load_digits_images()
     w_half, a_half = search_split(data, cfg.train_portion)
     if world_size > 1:  # each rank takes its shard of both halves; --batch_size is per rank
-        w_half = w_half.subset(slice(rank, None, world_size))
-        a_half = a_half.subset(slice(rank, None, world_size))
+        w_half, a_half = shard(w_half, rank, world_size), shard(a_half, rank, world_size)
     train = DeviceLoader(w_half, cfg.batch_size, device, augment=True, seed=cfg.seed,
                          channels_last=cfg.channels_last)
     valid = DeviceLoader(a_half, cfg.batch_size, device, augment=True, seed=cfg.seed + 1,
