@@ -43,7 +43,7 @@ def time_ms(fn, device: torch.device, warmup: int = 3, reps: int = 10) -> dict:
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {"median_ms": statistics.median(times), "q1_ms": q[0], "q3_ms": q[2]}
 
 

@@ -348,7 +348,7 @@ def profile_engine(engine, *, warmup: int = 3, steps: int = 10, ops: bool = True
     phases = {p: {"median_ms": _median(per_phase[p]), "busy_ms": busy[p][0], "ops": busy[p][1],
                   "peak_mib": phase_peak.get(p)} for p in PHASES}
     phase_sum = sum(v["median_ms"] for v in phases.values())
-    q = statistics.quantiles(plain, n=4) if len(plain) > 1 else [step_ms] * 3
+    q = statistics.quantiles(plain, n=4, method="inclusive") if len(plain) > 1 else [step_ms] * 3
     return {"step_ms": step_ms, "step_ms_q1": q[0], "step_ms_q3": q[2],
             "instrumented_step_ms": _median(instrumented), "phase_sum_ms": phase_sum,
             "max_partition_error_ms": exact,
