@@ -47,7 +47,7 @@ PROBLEMS = {
     "sigmoid": (lambda X: 1 / (1 + np.exp(-(3 * X[:, 0] - 2))), logistic(3 * x1 - 2), _uniform(-1, 2, 1),
                 0.0, dict()),
     "product": (lambda X: X[:, 0] * X[:, 1], x1 * x2, _uniform(0.5, 2, 2), 0.0,
-                dict(num_graph_nodes=2, primitives=("none", "add", "ln", "exp"), local_search=10)),
+                dict(num_graph_nodes=2, primitives=("none", "add", "ln", "exp"), local_search=20)),
     "sin": (lambda X: 3 * np.sin(2 * X[:, 0]) + 1, 3 * sp.sin(2 * x1) + 1, _uniform(-2, 2, 1), 0.01, dict()),
 }
 LABELS = {"doc": "2 x1 + exp(5 x2), 10x10 grid on [0,1]^2 (AutoRA docs)",
