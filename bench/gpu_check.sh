@@ -12,7 +12,8 @@
 #   bash bench/gpu_check.sh 2   the rest: CNN first order, RNN first/second order on
 #                               PTB-sized data (issue 6), mixed_sum and rnn_node kernel
 #                               benches (issues 3, 6), memory at batch 64 (issue 3),
-#                               training throughput (issue 7).  ~6 min.  Part 2 reuses
+#                               training throughput (issue 7), the 1-rank overhead of
+#                               the data-parallel path (issue 8).  ~6 min.  Part 2 reuses
 #                               part 1's build when the machine is still warm
 #                               (NO_BUILD=1 skips the build; otherwise it rebuilds).
 #
@@ -33,12 +34,12 @@ SMOKE=${SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
   DEV=cpu; unset TRITON_INTERPRET  # the interpreter would make --compare crawl
   CNN_SHAPE="--init_channels 2 --layers 3 --batch_size 8"; RNN_SHAPE="--emsize 16 --nhid 16 --nhidlast 16 --batch_size 8 --bptt 10"
-  ARCH_SHAPE="--C 2 --layers 3 --batch 4 --hw 16 --reps 2"; SMALL="--small"; IMGS=500; PTBS=0.02
+  ARCH_SHAPE="--C 2 --layers 3 --batch 4 --hw 16 --reps 2"; ARCH_SHAPE_DP="--C 2 --layers 3 --batch 4 --hw 16 --rounds 2 --steps 1"; SMALL="--small"; IMGS=500; PTBS=0.02
   MEM_SHAPE="--C 2 --layers 3 --batch 2 --hw 16"; TRAIN_SHAPE="--batch 4 --C 4 --layers 3 --steps 1 --reps 1"
 else
   DEV=cuda
   CNN_SHAPE="--init_channels 16 --layers 8 --batch_size 64"; RNN_SHAPE="--emsize 300 --nhid 300 --nhidlast 300 --batch_size 256 --bptt 35"
-  ARCH_SHAPE=""; SMALL=""; IMGS=10000; PTBS=1.0
+  ARCH_SHAPE=""; ARCH_SHAPE_DP=""; SMALL=""; IMGS=10000; PTBS=1.0
   MEM_SHAPE="--batch 64 --repeats 3 --modes shared checkpoint"; TRAIN_SHAPE=""
 fi
 SUMMARY="$OUT/summary_part$PART.txt"
@@ -99,6 +100,7 @@ else
   step bench_mixed_sum 60 $PY bench/bench_mixed_sum.py --device $DEV $SMALL
   step bench_rnn_node 60 $PY bench/bench_rnn_node.py --device $DEV $SMALL
   step bench_memory 60 $PY bench/bench_memory.py --device $DEV $MEM_SHAPE
+  step bench_distributed 90 $PY bench/bench_distributed.py --device $DEV $ARCH_SHAPE_DP --unrolled
   step bench_train 90 $PY bench/bench_train.py --device $DEV $TRAIN_SHAPE --json "$OUT/bench_train.json"
 fi
 
