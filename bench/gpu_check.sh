@@ -9,7 +9,8 @@
 #                               with the CUDA backend, the Architect/search-step bench
 #                               (issue 4) and the paper-shape CNN second-order search
 #                               step, reference vs fused vs captured (issue 5).  ~6 min.
-#   bash bench/gpu_check.sh 2   the rest: CNN first order, RNN first/second order on
+#   bash bench/gpu_check.sh 2   the rest: CNN first order, CNN second order with bf16 +
+#                               channels_last (fused only), RNN first/second order on
 #                               PTB-sized data (issue 6), mixed_sum and rnn_node kernel
 #                               benches (issues 3, 6), memory at batch 64 (issue 3),
 #                               training throughput (issue 7), the 1-rank overhead of
@@ -93,6 +94,8 @@ else
   fi
   step profile_cnn_1st 120 $PROFILE cnn --data "$DATA/cifar10" $CNN_SHAPE --device $DEV \
     --compare --warmup 2 --steps 4 --json "$OUT/profile_cnn_1st.json"
+  step profile_cnn_2nd_bf16_cl 100 $PROFILE cnn --data "$DATA/cifar10" $CNN_SHAPE --unrolled --device $DEV \
+    --amp bf16 --channels_last --warmup 2 --steps 4 --json "$OUT/profile_cnn_2nd_bf16_cl.json"
   step profile_rnn_2nd 150 $PROFILE rnn --data "$DATA/ptb" $RNN_SHAPE --unrolled --device $DEV \
     --compare --warmup 1 --steps 3 --json "$OUT/profile_rnn_2nd.json"
   step profile_rnn_1st 90 $PROFILE rnn --data "$DATA/ptb" $RNN_SHAPE --device $DEV \

@@ -12,21 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastdarts.search import Callback, CancelSearch, CheckpointError
+from fastdarts.search import Callback, CheckpointError
 from fastdarts.search import checkpoint as ck
 
+from .helpers import StopAfter
 from .test_search_engine import one_thread, params_equal, tiny_engine  # noqa: F401  (fixture)
-
-
-class StopAfter(Callback):
-    order = 100  # after the Checkpoint of that epoch
-
-    def __init__(self, n):
-        self.n = n
-
-    def epoch_end(self, e):
-        if e.epoch + 1 == self.n:
-            raise CancelSearch
 
 
 def _states_equal(a, b) -> bool:

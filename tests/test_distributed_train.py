@@ -15,7 +15,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fastdarts.search.engine import Callback, CancelSearch
+from fastdarts.search.engine import Callback
+
+from .helpers import StopAfter, one_thread  # noqa: F401  (autouse fixture)
 
 WORLD = 2
 LOCAL = 3          # CNN images per rank and step
@@ -29,12 +31,6 @@ def _port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _join(rank, world, port):
@@ -46,15 +42,6 @@ def _join(rank, world, port):
     D.init("gloo", timeout_s=30)
 
 
-class StopAfter(Callback):
-    order = 100  # after the checkpoint
-
-    def __init__(self, epochs):
-        self.epochs = epochs
-
-    def epoch_end(self, e):
-        if e.epoch + 1 == self.epochs:
-            raise CancelSearch
 
 
 def _same_state(a, b) -> list[str]:

@@ -14,17 +14,11 @@ from fastdarts.nn.mixed_op import MEMORY_MODES
 from fastdarts.reference import cnn
 from tests.helpers import cnn_args, cnn_batch, tiny_cnn
 
+from .helpers import one_thread  # noqa: F401  (autouse fixture)
+
 TOL = {torch.float64: (1e-9, 1e-10), torch.float32: (2e-4, 2e-5)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster and immune to a loaded machine's
-    oversubscription (measured 0.3 s vs 2-14 s per forward+backward at load 4 on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_pair(memory, dtype, C=2, layers=3, seed=0):

@@ -22,16 +22,7 @@ from fastdarts.search import callbacks as cb
 from fastdarts.search.checkpoint import Checkpoint
 from fastdarts.search.cnn import CNNSearch, model_classes, seed_everything
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and immune to a busy machine (measured on
-    2 shared cores: a depthwise conv 0.3 ms on 1 thread, 35 ms on 2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+from .helpers import one_thread  # noqa: F401  (autouse fixture)
 
 ARGS = dict(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4, arch_weight_decay=1e-3)
 

@@ -13,7 +13,7 @@ import torch
 from fastdarts import cli
 from fastdarts import genotypes as G
 from fastdarts.data import load_digits_images
-from fastdarts.search.engine import Callback, CancelSearch
+from fastdarts.search.engine import Callback
 from fastdarts.train import (
     CNNTrainConfig,
     NetworkCIFAR,
@@ -33,14 +33,7 @@ from fastdarts.train import cnn as train_cnn_mod
 from fastdarts.train import rnn as train_rnn_mod
 from fastdarts.train.model_cnn import Cell
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny shapes gain nothing from threads, and a shared 2-core machine loses a lot
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from .helpers import StopAfter, one_thread  # noqa: F401  (autouse fixture)
 
 
 def _rnn_args(ntoken=50, n=16):
@@ -251,15 +244,6 @@ def test_validation_uses_the_averaged_weights_and_restores_exactly():
 
 # ---------------------------------------------------------------- resume
 
-class StopAfter(Callback):
-    order = 100  # after the checkpoint
-
-    def __init__(self, epochs):
-        self.epochs = epochs
-
-    def epoch_end(self, e):
-        if e.epoch + 1 == self.epochs:
-            raise CancelSearch
 
 
 def _cnn_cfg(tmp_path, name, **kw):
