@@ -130,6 +130,9 @@ def test_torchrun_cnn_search_runs_and_rank0_writes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (save / "genotype.json").exists() and (save / "checkpoint.pt").exists()
     assert r.stdout.count("genotype = Genotype(") == 1  # rank 0 reports (ranks checked in sync)
+    # the validation covers the whole architecture half (899 of the 1,797 digits), not a shard
+    ck = torch.load(save / "checkpoint.pt", weights_only=False)
+    assert ck["history"][-1]["valid_n"] == 1797 - 1797 // 2
 
 
 # --------------------------------------------------------------------------- RNN

@@ -118,6 +118,7 @@ class Validation(Callback):
         model.train()
         e.metrics["valid_loss"] = loss_sum.item() / max(n, 1)
         e.metrics["valid_acc"] = correct.item() / max(n, 1)
+        e.metrics["valid_n"] = n
 
 
 def softmax_alphas(model) -> dict:
@@ -237,7 +238,7 @@ class Logger(Callback):
         row = {"epoch": e.epoch, "lr": e.lr, **e.metrics, "seconds": time.perf_counter() - self.t_epoch,
                "genotype": G.to_dict(genotype), "alphas": softmax_alphas(e.model)}
         e.history.append(row)
-        m = " ".join(f"{k} {v:.4f}" for k, v in e.metrics.items())
+        m = " ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in e.metrics.items())
         self._print(f"epoch {e.epoch + 1}/{e.epochs} lr {e.lr:.5f} {m} ({row['seconds']:.1f} s)")
         self._print(f"  genotype = {genotype}")
         if self.alphas:

@@ -182,13 +182,15 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights and alphas
     data = load_cifar10(cfg.data) if cfg.data else load_digits_images()
     w_half, a_half = search_split(data, cfg.train_portion)
+    # the per-epoch validation sees the whole architecture half on every rank (rank 0
+    # reports it; its BatchNorm statistics are its own, as in the original per device)
+    evaluate = DeviceLoader(a_half, 256, device, augment=False, shuffle=False)
     if world_size > 1:  # each rank takes its shard of both halves; --batch_size is per rank
         w_half, a_half = shard(w_half, rank, world_size), shard(a_half, rank, world_size)
     train = DeviceLoader(w_half, cfg.batch_size, device, augment=True, seed=cfg.seed,
                          channels_last=cfg.channels_last)
     valid = DeviceLoader(a_half, cfg.batch_size, device, augment=True, seed=cfg.seed + 1,
                          channels_last=cfg.channels_last)
-    evaluate = DeviceLoader(a_half, 256, device, augment=False, shuffle=False)
     Network, Architect = model_classes("cnn", cfg.impl)
     model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
     if cfg.channels_last:
