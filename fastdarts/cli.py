@@ -118,6 +118,8 @@ def _search_cnn_parser(sub):
     p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cut epochs short")
     p.add_argument("--seeds", type=int, default=1,
                    help="run this many independent searches (seed, seed+1, ...), one per GPU")
+    p.add_argument("--per_gpu", type=int, default=1,
+                   help="with --seeds: searches sharing one GPU at a time (when they fit in its memory)")
     _add_common(p)
     return p
 
@@ -127,7 +129,7 @@ def _maybe_seeds(a, space) -> int | None:
         return None
     from .search.seeds import run_seeds
 
-    rows = run_seeds(space, a.argv, [a.seed + i for i in range(a.seeds)], a.save)
+    rows = run_seeds(space, a.argv, [a.seed + i for i in range(a.seeds)], a.save, per_gpu=a.per_gpu)
     with open(f"{a.save}/summary.md") as f:
         print(f.read(), end="")
     return 0 if all(r["ok"] for r in rows) else 1
@@ -234,6 +236,8 @@ def _search_rnn_parser(sub):
     p.add_argument("--max_steps_per_epoch", type=int, default=None)
     p.add_argument("--seeds", type=int, default=1,
                    help="run this many independent searches (seed, seed+1, ...), one per GPU")
+    p.add_argument("--per_gpu", type=int, default=1,
+                   help="with --seeds: searches sharing one GPU at a time (when they fit in its memory)")
     _add_common(p)
     return p
 
