@@ -22,9 +22,18 @@ import triton.language as tl
 
 BLOCK = 1024
 
+# _SCALARS_NOTE: the Python-float arguments (momentum, wd, sign) are annotated
+# tl.float64.  Unannotated, compiled Triton passes a Python float as an fp32
+# argument, so a float64 buffer would be updated with momentum = float32(0.9)
+# (the interpreter keeps the Python float, so CPU tests cannot see it).  For
+# float32/16 buffers the kernels cast them to float32 first: the same values and
+# arithmetic as an fp32 argument (and as torch, which rounds a Python scalar to
+# the tensor's op-math type).
+
 
 @triton.jit
-def _virtual_step_kernel(w_ptr, backup_ptr, g_ptr, m_ptr, eta_ptr, gscale_ptr, n, momentum, wd,
+def _virtual_step_kernel(w_ptr, backup_ptr, g_ptr, m_ptr, eta_ptr, gscale_ptr, n,
+                         momentum: tl.float64, wd: tl.float64,
                          HAS_M: tl.constexpr, HAS_GSCALE: tl.constexpr, FP64: tl.constexpr,
                          BLOCK: tl.constexpr):
     pid = tl.program_id(0)
@@ -33,6 +42,9 @@ def _virtual_step_kernel(w_ptr, backup_ptr, g_ptr, m_ptr, eta_ptr, gscale_ptr, n
     w_raw = tl.load(w_ptr + offs, mask=mask)
     tl.store(backup_ptr + offs, w_raw, mask=mask)
     acc = tl.float64 if FP64 else tl.float32
+    if not FP64:  # see _SCALARS_NOTE
+        momentum = tl.cast(momentum, tl.float32)
+        wd = tl.cast(wd, tl.float32)
     w = w_raw.to(acc)
     d = tl.load(g_ptr + offs, mask=mask).to(acc)
     if HAS_GSCALE:
@@ -45,12 +57,14 @@ def _virtual_step_kernel(w_ptr, backup_ptr, g_ptr, m_ptr, eta_ptr, gscale_ptr, n
 
 
 @triton.jit
-def _perturb_kernel(w_ptr, backup_ptr, v_ptr, r_ptr, n, sign, FP64: tl.constexpr,
+def _perturb_kernel(w_ptr, backup_ptr, v_ptr, r_ptr, n, sign: tl.float64, FP64: tl.constexpr,
                     BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     acc = tl.float64 if FP64 else tl.float32
+    if not FP64:  # see _SCALARS_NOTE
+        sign = tl.cast(sign, tl.float32)
     b_raw = tl.load(backup_ptr + offs, mask=mask)
     v = tl.load(v_ptr + offs, mask=mask).to(acc)
     r = tl.load(r_ptr).to(acc) * sign
@@ -58,12 +72,16 @@ def _perturb_kernel(w_ptr, backup_ptr, v_ptr, r_ptr, n, sign, FP64: tl.constexpr
 
 
 @triton.jit
-def _sgd_step_kernel(w_ptr, m_ptr, g_ptr, lr_ptr, gscale_ptr, n, momentum, wd,
-                     HAS_GSCALE: tl.constexpr, FP64: tl.constexpr, BLOCK: tl.constexpr):
+def _sgd_step_kernel(w_ptr, m_ptr, g_ptr, lr_ptr, gscale_ptr, n, momentum: tl.float64,
+                     wd: tl.float64, HAS_GSCALE: tl.constexpr, FP64: tl.constexpr,
+                     BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     acc = tl.float64 if FP64 else tl.float32
+    if not FP64:  # see _SCALARS_NOTE
+        momentum = tl.cast(momentum, tl.float32)
+        wd = tl.cast(wd, tl.float32)
     w_raw = tl.load(w_ptr + offs, mask=mask)
     w = w_raw.to(acc)
     d = tl.load(g_ptr + offs, mask=mask).to(acc)

@@ -272,9 +272,23 @@ FLAT_BACKENDS = [b for b in ("reference", "triton", "cuda") if b in backends.ava
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
 @pytest.mark.parametrize("n", [1, 1000, 4099])
 def test_flat_ops_match_reference(backend, dtype, tol, n):
+    _flat_ops_match_reference(backend, dtype, tol, n, "cuda" if backend == "cuda" else "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("n", [1, 1000, 4099])
+def test_flat_ops_match_reference_gpu(backend, dtype, tol, n, use_backend):
+    """Compiled Triton on CUDA tensors (the CPU test runs it only in the interpreter, which
+    keeps Python-float arguments such as momentum exact where compiled Triton may not)."""
+    use_backend(backend, "cuda", "perturb_")
+    _flat_ops_match_reference(backend, dtype, tol, n, "cuda")
+
+
+def _flat_ops_match_reference(backend, dtype, tol, n, dev):
     from fastdarts.ops import flat
 
-    dev = "cuda" if backend == "cuda" else "cpu"
     g = torch.Generator().manual_seed(n)
     mk = lambda: torch.randn(n, generator=g, dtype=dtype).to(dev)  # noqa: E731
     w, gr, m, v = mk(), mk(), mk(), mk()
