@@ -13,6 +13,7 @@ element rounded to the output dtype only once.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -104,6 +105,12 @@ def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
     return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
+def _on_device(t: torch.Tensor):
+    """Triton launches on the *current* CUDA device and stream: make that ``t``'s device
+    (tensors on another GPU, e.g. ``--device cuda:1``, would fault otherwise)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def _padded(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     # Unused pointer slots get a live tensor; COUNT keeps the kernel from touching them.
     return list(tensors) + [tensors[0]] * (MAX_INPUTS - len(tensors))
@@ -132,9 +139,10 @@ def mixed_sum_forward(outputs: Sequence[torch.Tensor], weights: torch.Tensor) ->
         chunk = outputs[start:start + MAX_INPUTS]
         last = start + MAX_INPUTS >= m_total
         dst = out if last else scratch
-        mixed_sum_fwd_kernel[grid](dst, scratch, w[start:], *_padded(chunk), n,
-                                   COUNT=len(chunk), HAS_ACC=start > 0, ACC=acc_tl,
-                                   BLOCK=BLOCK, num_warps=NUM_WARPS)
+        with _on_device(out):
+            mixed_sum_fwd_kernel[grid](dst, scratch, w[start:], *_padded(chunk), n,
+                                       COUNT=len(chunk), HAS_ACC=start > 0, ACC=acc_tl,
+                                       BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
 
@@ -158,8 +166,9 @@ def mixed_sum_backward(grad: torch.Tensor, outputs: Sequence[torch.Tensor],
     partial = torch.empty(m_total, num_blocks, dtype=acc_t, device=grad.device)
     for start in range(0, m_total, MAX_INPUTS):
         chunk = outputs[start:start + MAX_INPUTS]
-        mixed_sum_bwd_kernel[(num_blocks,)](
-            grad, w[start:], partial[start:], num_blocks,
-            *_padded(chunk), *_padded(grad_outputs[start:start + MAX_INPUTS]), n,
-            COUNT=len(chunk), ACC=acc_tl, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        with _on_device(grad):
+            mixed_sum_bwd_kernel[(num_blocks,)](
+                grad, w[start:], partial[start:], num_blocks,
+                *_padded(chunk), *_padded(grad_outputs[start:start + MAX_INPUTS]), n,
+                COUNT=len(chunk), ACC=acc_tl, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return grad_outputs, partial.sum(dim=1)

@@ -28,6 +28,8 @@ loads are contiguous along H whatever B and H are (no padding waste at H = 300).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -140,6 +142,12 @@ def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
     return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
+def _on_device(t: torch.Tensor):
+    """Triton launches on the *current* CUDA device and stream: make that ``t``'s device
+    (tensors on another GPU, e.g. ``--device cuda:1``, would fault otherwise)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def rnn_node_forward(ch: torch.Tensor, states: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """One node of the search cell in one pass.
 
@@ -157,8 +165,9 @@ def rnn_node_forward(ch: torch.Tensor, states: torch.Tensor, probs: torch.Tensor
     if N == 0:
         return out
     grid = (triton.cdiv(N, BLOCK),)
-    rnn_node_fwd_kernel[grid](out, ch, states, p, n, H, N, *ch.stride(), *states.stride(),
-                              *p.stride(), ACC=acc_tl, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    with _on_device(ch):
+        rnn_node_fwd_kernel[grid](out, ch, states, p, n, H, N, *ch.stride(), *states.stride(),
+                                  *p.stride(), ACC=acc_tl, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
 
@@ -181,7 +190,9 @@ def rnn_node_backward(grad: torch.Tensor, ch: torch.Tensor, states: torch.Tensor
         return d_ch, d_states, torch.zeros(n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
     programs = triton.cdiv(N, BLOCK)
     partial = torch.empty(programs, n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
-    rnn_node_bwd_kernel[(programs,)](grad, ch, states, p, d_ch, d_states, partial, n, H, N,
-                                     *grad.stride(), *ch.stride(), *states.stride(),
-                                     *p.stride(), ACC=acc_tl, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    with _on_device(ch):
+        rnn_node_bwd_kernel[(programs,)](grad, ch, states, p, d_ch, d_states, partial, n, H, N,
+                                         *grad.stride(), *ch.stride(), *states.stride(),
+                                         *p.stride(), ACC=acc_tl, BLOCK=BLOCK,
+                                         num_warps=NUM_WARPS)
     return d_ch, d_states, partial.sum(dim=0)  # fixed-order reduction over programs
