@@ -323,11 +323,18 @@ def main(argv=None) -> int:
             backends.set_backend(a.backend)
         else:
             print("--backend: this build has no backend switch; ignored", file=sys.stderr)
+    ok = False
     try:
-        return a.run(a)
+        rc = a.run(a)
+        ok = rc == 0
+        return rc
     except (DatasetError, CheckpointError, GenotypeError) as exc:
         print(f"fastdarts: error: {exc}", file=sys.stderr)
         return 2
+    finally:  # a torchrun process leaves its process group before it exits
+        from .distributed import shutdown
+
+        shutdown(ok)
 
 
 if __name__ == "__main__":
