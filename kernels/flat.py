@@ -16,11 +16,11 @@ Bytes per element (fp32): virtual_step_ reads w, g, m and writes w, backup:
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from ._launch import on_device
 
 BLOCK = 1024
 
@@ -96,18 +96,13 @@ def _sgd_step_kernel(w_ptr, m_ptr, g_ptr, lr_ptr, gscale_ptr, n, momentum: tl.fl
     tl.store(w_ptr + offs, (w - lr * m).to(w_raw.dtype), mask=mask)
 
 
-def _on_device(t: torch.Tensor):
-    """Triton launches on the *current* CUDA device and stream: make that ``t``'s device
-    (tensors on another GPU, e.g. ``--device cuda:1``, would fault otherwise)."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
 
 def virtual_step_(w: torch.Tensor, backup: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None,
                   eta: torch.Tensor, momentum: float, wd: float,
                   g_scale: torch.Tensor | None) -> None:
     n = w.numel()
     grid = (triton.cdiv(n, BLOCK),)
-    with _on_device(w):
+    with on_device(w):
         _virtual_step_kernel[grid](w, backup, g, m if m is not None else g, eta,
                                    g_scale if g_scale is not None else eta, n, float(momentum),
                                    float(wd), HAS_M=m is not None, HAS_GSCALE=g_scale is not None,
@@ -118,7 +113,7 @@ def perturb_(w: torch.Tensor, backup: torch.Tensor, v: torch.Tensor, R: torch.Te
              sign: float) -> None:
     n = w.numel()
     grid = (triton.cdiv(n, BLOCK),)
-    with _on_device(w):
+    with on_device(w):
         _perturb_kernel[grid](w, backup, v, R, n, float(sign), FP64=w.dtype == torch.float64,
                               BLOCK=BLOCK)
 
@@ -127,7 +122,7 @@ def sgd_step_(w: torch.Tensor, m: torch.Tensor, g: torch.Tensor, lr: torch.Tenso
               wd: float, g_scale: torch.Tensor | None) -> None:
     n = w.numel()
     grid = (triton.cdiv(n, BLOCK),)
-    with _on_device(w):
+    with on_device(w):
         _sgd_step_kernel[grid](w, m, g, lr, g_scale if g_scale is not None else lr, n,
                                float(momentum), float(wd), HAS_GSCALE=g_scale is not None,
                                FP64=w.dtype == torch.float64, BLOCK=BLOCK)

@@ -13,12 +13,13 @@ element rounded to the output dtype only once.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
 import triton
 import triton.language as tl
+
+from ._launch import acc_dtype, on_device
 
 MAX_INPUTS = 8  # pointer arguments per launch
 BLOCK = 1024  # elements per program: 8 per thread at 4 warps (two 16-byte fp32 loads)
@@ -101,14 +102,6 @@ def mixed_sum_bwd_kernel(g_ptr, w_ptr, partial_ptr, num_blocks,
 
 
 # -- launchers ----------------------------------------------------------------------------
-def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
-def _on_device(t: torch.Tensor):
-    """Triton launches on the *current* CUDA device and stream: make that ``t``'s device
-    (tensors on another GPU, e.g. ``--device cuda:1``, would fault otherwise)."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def _padded(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -125,7 +118,7 @@ def mixed_sum_forward(outputs: Sequence[torch.Tensor], weights: torch.Tensor) ->
     """
     out = torch.empty_like(outputs[0])
     n = out.numel()
-    acc_t, acc_tl = _acc_dtype(out.dtype)
+    acc_t, acc_tl = acc_dtype(out.dtype)
     w = weights.reshape(-1).to(acc_t).contiguous()
     if n == 0:
         return out
@@ -139,7 +132,7 @@ def mixed_sum_forward(outputs: Sequence[torch.Tensor], weights: torch.Tensor) ->
         chunk = outputs[start:start + MAX_INPUTS]
         last = start + MAX_INPUTS >= m_total
         dst = out if last else scratch
-        with _on_device(out):
+        with on_device(out):
             mixed_sum_fwd_kernel[grid](dst, scratch, w[start:], *_padded(chunk), n,
                                        COUNT=len(chunk), HAS_ACC=start > 0, ACC=acc_tl,
                                        BLOCK=BLOCK, num_warps=NUM_WARPS)
@@ -157,7 +150,7 @@ def mixed_sum_backward(grad: torch.Tensor, outputs: Sequence[torch.Tensor],
     """
     n = grad.numel()
     m_total = len(outputs)
-    acc_t, acc_tl = _acc_dtype(outputs[0].dtype)
+    acc_t, acc_tl = acc_dtype(outputs[0].dtype)
     w = weights.reshape(-1).to(acc_t).contiguous()
     grad_outputs = [torch.empty_like(outputs[0]) for _ in range(m_total)]
     if n == 0:
@@ -166,7 +159,7 @@ def mixed_sum_backward(grad: torch.Tensor, outputs: Sequence[torch.Tensor],
     partial = torch.empty(m_total, num_blocks, dtype=acc_t, device=grad.device)
     for start in range(0, m_total, MAX_INPUTS):
         chunk = outputs[start:start + MAX_INPUTS]
-        with _on_device(grad):
+        with on_device(grad):
             mixed_sum_bwd_kernel[(num_blocks,)](
                 grad, w[start:], partial[start:], num_blocks,
                 *_padded(chunk), *_padded(grad_outputs[start:start + MAX_INPUTS]), n,

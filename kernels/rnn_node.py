@@ -28,11 +28,11 @@ loads are contiguous along H whatever B and H are (no padding waste at H = 300).
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from ._launch import acc_dtype, on_device
 
 BLOCK = 512  # elements of the [B, H] plane per program: 4 per thread at 4 warps
 NUM_WARPS = 4
@@ -138,14 +138,6 @@ def rnn_node_bwd_kernel(g_ptr, ch_ptr, st_ptr, p_ptr, dch_ptr, dst_ptr, partial_
 
 
 # -- launchers ----------------------------------------------------------------------------
-def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
-def _on_device(t: torch.Tensor):
-    """Triton launches on the *current* CUDA device and stream: make that ``t``'s device
-    (tensors on another GPU, e.g. ``--device cuda:1``, would fault otherwise)."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def rnn_node_forward(ch: torch.Tensor, states: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -158,14 +150,14 @@ def rnn_node_forward(ch: torch.Tensor, states: torch.Tensor, probs: torch.Tensor
     """
     n, B, H2 = ch.shape
     H = H2 // 2
-    acc_t, acc_tl = _acc_dtype(ch.dtype)
+    acc_t, acc_tl = acc_dtype(ch.dtype)
     p = probs.to(acc_t)
     out = torch.empty(B, H, dtype=ch.dtype, device=ch.device)
     N = B * H
     if N == 0:
         return out
     grid = (triton.cdiv(N, BLOCK),)
-    with _on_device(ch):
+    with on_device(ch):
         rnn_node_fwd_kernel[grid](out, ch, states, p, n, H, N, *ch.stride(), *states.stride(),
                                   *p.stride(), ACC=acc_tl, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
@@ -181,7 +173,7 @@ def rnn_node_backward(grad: torch.Tensor, ch: torch.Tensor, states: torch.Tensor
     """
     n, B, H2 = ch.shape
     H = H2 // 2
-    acc_t, acc_tl = _acc_dtype(ch.dtype)
+    acc_t, acc_tl = acc_dtype(ch.dtype)
     p = probs.to(acc_t)
     d_ch = torch.empty(n, B, 2 * H, dtype=ch.dtype, device=ch.device)
     d_states = torch.empty(n, B, H, dtype=ch.dtype, device=ch.device)
@@ -190,7 +182,7 @@ def rnn_node_backward(grad: torch.Tensor, ch: torch.Tensor, states: torch.Tensor
         return d_ch, d_states, torch.zeros(n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
     programs = triton.cdiv(N, BLOCK)
     partial = torch.empty(programs, n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
-    with _on_device(ch):
+    with on_device(ch):
         rnn_node_bwd_kernel[(programs,)](grad, ch, states, p, d_ch, d_states, partial, n, H, N,
                                          *grad.stride(), *ch.stride(), *states.stride(),
                                          *p.stride(), ACC=acc_tl, BLOCK=BLOCK,
