@@ -54,7 +54,7 @@ def shutdown(ok: bool = True) -> None:
         return
     try:
         if ok:
-            dist.barrier()
+            barrier()
     finally:
         dist.destroy_process_group()
 
@@ -65,12 +65,19 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def _all_reduce_mean_(t: torch.Tensor, group=None) -> torch.Tensor:
+def _all_reduce_(t: torch.Tensor, op=None, group=None) -> torch.Tensor:
+    """``dist.all_reduce`` (SUM by default) with a failed or timed-out peer turned into a
+    DistributedError."""
     try:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-    except RuntimeError as exc:  # a peer died or timed out
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
+    except RuntimeError as exc:
         raise DistributedError(f"all_reduce failed on rank {dist.get_rank()}: {exc}; another rank "
                                "probably stopped (see its log)") from exc
+    return t
+
+
+def _all_reduce_mean_(t: torch.Tensor, group=None) -> torch.Tensor:
+    _all_reduce_(t, group=group)
     t.div_(dist.get_world_size(group))
     return t
 
@@ -147,17 +154,6 @@ def check_in_sync(model, group=None, what: str = "model") -> None:
 # :func:`check_params_in_sync` compares parameters and buffers tensor by tensor.
 
 
-def _all_reduce_(t: torch.Tensor, op=None, group=None) -> torch.Tensor:
-    """``dist.all_reduce`` (SUM by default) with a failed or timed-out peer turned into a
-    DistributedError."""
-    try:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
-    except RuntimeError as exc:
-        raise DistributedError(f"all_reduce failed on rank {dist.get_rank()}: {exc}; another rank "
-                               "probably stopped (see its log)") from exc
-    return t
-
-
 def _collective_device(group=None) -> torch.device:
     """Where this group's collectives want their tensors (NCCL: this rank's GPU)."""
     if dist.get_backend(group) == "nccl":
@@ -223,8 +219,7 @@ def all_reduce_mean_flat_(tensors, values=(), group=None) -> list[float]:
     dev = _collective_device(group)
     parts = [t.detach().reshape(-1).to(dev, torch.float64) for t in tensors]
     parts.append(torch.tensor([float(v) for v in values], dtype=torch.float64, device=dev))
-    flat = _all_reduce_(torch.cat(parts), group=group)
-    flat.div_(dist.get_world_size(group))
+    flat = _all_reduce_mean_(torch.cat(parts), group=group)
     i = 0
     with torch.no_grad():
         for t in tensors:

@@ -30,33 +30,38 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit this search."""
 
 
-def rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
+def torch_rng_states() -> dict:
+    """torch's CPU and CUDA RNG states: what differs between the ranks of a
+    data-parallel run (python's and numpy's are seeded alike on every rank)."""
+    return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_torch_rng_states(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), **torch_rng_states()}
 
 
 def rank_rng_states() -> list | None:
     """Every rank's torch RNG states, gathered (a collective: every rank calls it);
     None in a single process.  A data-parallel search draws different dropout masks
     on each rank, so an exact resume needs them all."""
-    import torch.distributed as dist
+    from .. import distributed
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if distributed.world()[1] == 1:
         return None
-    mine = {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, mine)
-    return out
+    return distributed.gather_objects(torch_rng_states())
 
 
 def set_rng_states(s: dict) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    set_torch_rng_states(s)
 
 
 def atomic_save(obj, path: str) -> None:
@@ -167,12 +172,9 @@ def restore(e, state: dict, path: str = "checkpoint") -> None:
         ld.load_state_dict(state["loaders"][k])
     set_rng_states(state["rng"])
     if state.get("rng_ranks"):  # a data-parallel checkpoint (same world size: config_key)
-        import torch.distributed as dist
+        from .. import distributed
 
-        mine = state["rng_ranks"][dist.get_rank() if dist.is_initialized() else 0]
-        torch.set_rng_state(mine["torch"])
-        if mine["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(mine["cuda"])
+        set_torch_rng_states(state["rng_ranks"][distributed.world()[0]])
     e.start_epoch = state["epoch"]
     e.global_step = state["global_step"]
     e.history = list(state["history"])

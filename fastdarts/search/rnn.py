@@ -228,7 +228,7 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     model = Model(len(corpus.dictionary), cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout,
                   cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
     if world_size > 1:  # independent dropout masks per rank (numpy, for seq_len, stays shared)
-        torch.manual_seed(cfg.seed + 7919 * rank)
+        torch.manual_seed(distributed.rank_seed(cfg.seed, rank))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
     architect = Architect(model, _RNNArgs(cfg))
     os.makedirs(cfg.save, exist_ok=True)

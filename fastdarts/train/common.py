@@ -24,7 +24,13 @@ import torch
 
 from .. import distributed
 from ..search.callbacks import _is_rank0
-from ..search.checkpoint import CheckpointError, atomic_save, rng_states
+from ..search.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    rng_states,
+    set_torch_rng_states,
+    torch_rng_states,
+)
 from ..search.engine import Callback
 
 FORMAT = "fastdarts-train-checkpoint-v1"
@@ -74,8 +80,7 @@ def rank_state(e) -> dict:
     """What differs between the ranks of a data-parallel run: the torch (and CUDA)
     random states and the train loaders' positions (numpy's state is the same on
     every rank and lives in ``rng``)."""
-    s = rng_states()
-    return {"torch": s["torch"], "cuda": s["cuda"],
+    return {**torch_rng_states(),
             "loaders": {k: ld.state_dict() for k, ld in getattr(e, "loaders", {}).items()}}
 
 
@@ -90,9 +95,7 @@ def restore_rank_state(e, state: dict, seed: int) -> None:
     if written == world and (world == 1 or (ranks is not None and len(ranks) == world)):
         if world > 1:
             mine = ranks[rank]
-            torch.set_rng_state(mine["torch"])
-            if mine.get("cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(mine["cuda"])
+            set_torch_rng_states(mine)
             for k, ld in getattr(e, "loaders", {}).items():
                 ld.load_state_dict(mine["loaders"][k])
         return
