@@ -11,26 +11,31 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 import fastdarts  # noqa: E402
-from bench.common import device_name, dump_json, gpu_busy, peak_mib, print_table, time_ms, versions  # noqa: E402
+from bench.common import (  # noqa: E402
+    CNN_ARCH_ARGS,
+    add_search_shape_args,
+    device_name,
+    dump_json,
+    gpu_busy,
+    peak_mib,
+    print_table,
+    time_ms,
+    versions,
+)
 from fastdarts.reference import cnn  # noqa: E402
 
-ARGS = SimpleNamespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4, arch_weight_decay=1e-3)
+ARGS = CNN_ARCH_ARGS
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--C", type=int, default=16)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--hw", type=int, default=32)
+    add_search_shape_args(ap)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--fused-model", action="store_true", help="use fastdarts.nn.Network for the fused rows")
     ap.add_argument("--json", default=None)

@@ -19,7 +19,6 @@ import socket
 import statistics
 import sys
 import time
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -27,20 +26,16 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastdarts  # noqa: E402
-from bench.common import device_name, versions  # noqa: E402
+from bench.common import CNN_ARCH_ARGS, add_search_shape_args, device_name, versions  # noqa: E402
 from fastdarts import distributed as D  # noqa: E402
 from fastdarts.nn import Network  # noqa: E402
 
-ARGS = SimpleNamespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4, arch_weight_decay=1e-3)
+ARGS = CNN_ARCH_ARGS
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--C", type=int, default=16)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--hw", type=int, default=32)
+    add_search_shape_args(ap)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="steps per round and path")
     ap.add_argument("--unrolled", action="store_true")

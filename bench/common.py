@@ -6,8 +6,23 @@ import json
 import platform
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
+
+# The original train_search.py's Architect arguments (CNN).
+CNN_ARCH_ARGS = SimpleNamespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4,
+                                arch_weight_decay=1e-3)
+
+
+def add_search_shape_args(ap) -> None:
+    """--device and the CNN search shape, the paper's by default (C=16, 8 layers,
+    batch 64, 32x32)."""
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--C", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--hw", type=int, default=32)
 
 
 def device_name(device: torch.device) -> str:

@@ -245,26 +245,22 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     return engine
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16}  # float16 would need loss scaling (its gradients underflow)
 
 
 def autocast_forward(model: nn.Module, amp: str, device: torch.device) -> None:
     """Run every forward of ``model`` (the Architect's losses, the weight step, the
     validation) under autocast to ``amp``; the logits come back in float32 so the loss,
-    and every gradient of the float32 weights and alphas, stays in float32.
+    and every gradient of the float32 weights and alphas, stays in float32."""
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be 'none' or {' or '.join(map(repr, AMP_DTYPES))}, got {amp!r}")
+    dtype, forward = AMP_DTYPES[amp], model.forward
 
-    float16 would need loss scaling (its gradients underflow); only bf16 is offered."""
-    if amp not in ("bf16",):
-        raise ValueError(f"amp must be 'none' or 'bf16', got {amp!r}")
-    dtype = AMP_DTYPES[amp]
-    forward = model.forward
-
-    def autocast_forward(*args, **kwargs):
+    def forward_under_autocast(*args, **kwargs):
         with torch.autocast(device_type=device.type, dtype=dtype):
-            out = forward(*args, **kwargs)
-        return out.float()
+            return forward(*args, **kwargs).float()
 
-    model.forward = autocast_forward
+    model.forward = forward_under_autocast
 
 
 class _ArchArgs:
