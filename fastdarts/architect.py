@@ -20,7 +20,9 @@ No host synchronisation happens inside a step.  Options beyond the original:
 ``r`` (finite-difference radius), ``hvp="exact"`` (double backward, for small
 models and checking), ``micro_batches`` (gradient accumulation; note that
 BatchNorm then normalises each micro-batch separately), ``capturable`` (Adam on
-alpha with capturable=True, for CUDA-graph capture of the step).
+alpha with capturable=True, for CUDA-graph capture of the step); for the RNN,
+``tied_embedding_step`` (the original's unrolled model keeps the tied embedding
+un-stepped, reproduced by default; "consistent" steps it; see RNNArchitect).
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class _Bilevel:
         if clip is not None:
             clip_coef = clip / (torch.linalg.vector_norm(self.g) + 1e-6)
             g_scale = torch.clamp(clip_coef, max=1.0)
-        flat_ops.virtual_step_(w, self.backup, self.g, m, self.eta, momentum, wd, g_scale)
+        self._virtual_step(w, m, momentum, wd, g_scale)
         # 2. validation at w' (running statistics left as they were)
         self.buffers.save()
         dalpha, loss_v, aux = self._grads(val_closures, True, self.v_views, self.v)
@@ -205,6 +207,10 @@ class _Bilevel:
         self.stats = StepStats(loss_val=loss_v, v_norm=v_norm, R=R, fd_ok=ok)
         self._set_alpha_grads(grads)
         return aux
+
+    def _virtual_step(self, w, m, momentum, wd, g_scale):
+        """backup <- w; w <- w' (one launch)."""
+        flat_ops.virtual_step_(w, self.backup, self.g, m, self.eta, momentum, wd, g_scale)
 
     def _exact_hvp(self, train_closures):
         """d/dalpha <dL_train(w)/dw, v> by double backward (memory ~2x a backward)."""
@@ -255,19 +261,82 @@ class CNNArchitect(_Bilevel):
         self.optimizer.step()
 
 
+TIED_EMBEDDING_STEPS = ("original", "consistent")
+
+
+def _merge(ranges):
+    out = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
 class RNNArchitect(_Bilevel):
     """The RNN form: clipped gradients, raw clip coefficient on the Hessian term,
     no momentum; Adam with default betas.  ``step`` returns (hidden_next,
     grad_norm) with grad_norm the L2 norm of the new alpha gradient (a device
-    tensor; the original returned None there)."""
+    tensor; the original returned None there).
+
+    ``tied_embedding_step``: what the second-order virtual step does to a weight the
+    model ties under two names (the RNN's ``decoder.weight`` is ``encoder.weight``).
+
+    * ``"original"`` (default): it is *not* stepped.  The original builds its
+      unrolled model by loading ``state_dict()`` updated with the stepped tensors of
+      ``named_parameters()``, which lists a tied weight once; its second name keeps
+      the un-stepped tensor and is loaded last, so the original's w' steps every
+      weight but the embedding.  Here the virtual step leaves the embedding's slice
+      of the flat buffer alone (w' = w there; the backup still gets it).  v, its
+      clipping and the +-R v finite difference cover every weight, embedding
+      included, as in the original.  Same launches as the consistent step: one
+      virtual step over the rest of the buffer, one copy of the held slice.
+    * ``"consistent"``: every weight is stepped (the plain DARTS formula).
+
+    First order is the same in both (no virtual step).
+    """
 
     def __init__(self, model, args, *, r=1e-2, hvp="finite_difference", micro_batches=1,
-                 capturable=False):
+                 capturable=False, tied_embedding_step: str = "original"):
+        if tied_embedding_step not in TIED_EMBEDDING_STEPS:
+            raise ValueError(f"tied_embedding_step must be 'original' (the original's unrolled model "
+                             f"keeps the tied embedding un-stepped) or 'consistent' (it is stepped), "
+                             f"got {tied_embedding_step!r}")
+        self.tied_embedding_step = tied_embedding_step
         super().__init__(model, r=r, hvp=hvp, micro_batches=micro_batches)
         self.network_weight_decay = args.wdecay
         self.network_clip = args.clip
         self.optimizer = torch.optim.Adam(self.alphas, lr=args.arch_lr, weight_decay=args.arch_wdecay,
                                           capturable=capturable)
+
+    def _build(self):
+        super()._build()
+        # Flat ranges of the weights the model ties under several names; in "original"
+        # mode the virtual step holds them (see the class docstring).
+        names: dict[int, int] = {}
+        for _, p in self.model.named_parameters(remove_duplicate=False):
+            names[id(p)] = names.get(id(p), 0) + 1
+        held = []
+        if self.tied_embedding_step == "original":
+            held = _merge((a, b) for p, a, b in zip(self.params, self.w.offsets, self.w.offsets[1:])
+                          if names.get(id(p), 0) > 1)
+        self.held_ranges = held
+        bounds = [0] + [x for r in held for x in r] + [self.w.offsets[-1]]
+        stepped = [(a, b) for a, b in zip(bounds[::2], bounds[1::2]) if b > a]
+        w, bk, g = self.w.data, self.backup, self.g
+        # views made once: a step slices nothing
+        self._held_views = [(w[a:b], bk[a:b]) for a, b in held]
+        self._stepped_views = [(w[a:b], bk[a:b], g[a:b]) for a, b in stepped]
+
+    def _virtual_step(self, w, m, momentum, wd, g_scale):
+        if not self._held_views:
+            return super()._virtual_step(w, m, momentum, wd, g_scale)
+        assert m is None  # the RNN step has no momentum
+        for ws, bs, gs in self._stepped_views:
+            flat_ops.virtual_step_(ws, bs, gs, None, self.eta, momentum, wd, g_scale)
+        for ws, bs in self._held_views:  # w' = w on the tied embedding; the backup still gets it
+            bs.copy_(ws)
 
     def _closures(self, hidden, x, y):
         B = x.shape[1]
@@ -290,8 +359,11 @@ class RNNArchitect(_Bilevel):
         return [torch.cat([a[i] for a in auxes], dim=1) for i in range(len(auxes[0]))]
 
     def step(self, hidden_train, input_train, target_train, hidden_valid, input_valid, target_valid,
-             network_optimizer, unrolled):
-        eta = network_optimizer.param_groups[0]["lr"]
+             network_optimizer, unrolled, *, eta=None):
+        """``eta``: the virtual step's learning rate; default the weight optimizer's lr (as
+        the original); a device scalar keeps it out of a captured graph's constants."""
+        if eta is None:
+            eta = network_optimizer.param_groups[0]["lr"]
         if unrolled:
             aux = self._second_order(self._closures(hidden_train, input_train, target_train),
                                      self._closures(hidden_valid, input_valid, target_valid), eta,

@@ -170,7 +170,7 @@ def rnn_config(a):
         dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, log_interval=a.log_interval,
         save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay, unrolled=a.unrolled,
         arch_wdecay=a.arch_wdecay, arch_lr=a.arch_lr, impl=a.impl, device=a.device, resume=a.resume,
-        quiet=a.quiet, **chosen)
+        quiet=a.quiet, tied_embedding_step=a.tied_embedding_step, **chosen)
 
 
 def run_search_cnn(a) -> int:
@@ -231,6 +231,10 @@ def _search_rnn_parser(sub):
     p.add_argument("--beta", type=float, default=1e-3, help="temporal activation regularisation")
     p.add_argument("--wdecay", type=float, default=5e-7)
     p.add_argument("--unrolled", action="store_true")
+    p.add_argument("--tied_embedding_step", choices=("original", "consistent"), default="original",
+                   help="second order: 'original' (default) keeps the tied embedding/decoder weight "
+                        "un-stepped in the unrolled model, as the original's state_dict reload does; "
+                        "'consistent' steps it like every other weight")
     p.add_argument("--arch_wdecay", type=float, default=1e-3)
     p.add_argument("--arch_lr", type=float, default=3e-3)
     p.add_argument("--max_steps_per_epoch", type=int, default=None)

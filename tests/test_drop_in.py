@@ -59,3 +59,60 @@ def test_the_two_import_swap_of_the_readme(monkeypatch):
         torch.testing.assert_close(z, x, rtol=1e-8, atol=1e-10)
     for x, z in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(z, x, rtol=1e-8, atol=1e-10)
+
+
+def test_the_rnn_swap_against_the_transcribed_original():
+    """The RNN case: a loop written like the original rnn/train_search.py, run once with
+    the original's Architect (tests/original_rnn_architect.py, transcribed line for line)
+    and the reference model, once with `from fastdarts import Architect` and the fused
+    model (`fastdarts.nn.RNNModelSearch`) loading the original's checkpoint.  Two
+    second-order steps, float64, dropout off (the original's ``model.new()`` draws from
+    the RNG, which would shift the dropout masks): alphas and weights agree, with the
+    default tied_embedding_step (the original keeps the embedding un-stepped in w')."""
+    from fastdarts.nn import RNNModelSearch as FusedRNN
+    from fastdarts.reference.rnn import model_search as rnn_model_search
+
+    from . import original_rnn_architect
+    from .helpers import rnn_args
+
+    torch.manual_seed(0)
+    original = rnn_model_search.RNNModelSearch(20, 6, 6, 6, 0.0, 0.0, 0.0, 0.0, 0.0).double()
+    with torch.no_grad():
+        original.weights.normal_(0, 0.5)
+    swapped = FusedRNN(*original._args).double()
+    swapped.load_state_dict(original.state_dict())
+    with torch.no_grad():
+        swapped.weights.copy_(original.weights)
+    start = original.weights.detach().clone()
+
+    args = rnn_args(clip=0.25)
+    beta, bptt, B = 1e-3, 5, 3
+    g = torch.Generator().manual_seed(7)
+    train = torch.randint(0, 20, (4 * bptt + 1, B), generator=g)
+    valid = torch.randint(0, 20, (4 * bptt + 1, B), generator=g)
+
+    results = []
+    for model, Arch in ((original, original_rnn_architect.Architect), (swapped, fastdarts.Architect)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=20.0, weight_decay=args.wdecay)
+        architect = Arch(model, args)
+        hidden, hidden_valid = model.init_hidden(B), model.init_hidden(B)
+        for i in range(0, 2 * bptt, bptt):  # train(): the original's loop body
+            data, targets = train[i:i + bptt], train[i + 1:i + 1 + bptt].reshape(-1)
+            data_valid, targets_valid = valid[i:i + bptt], valid[i + 1:i + 1 + bptt].reshape(-1)
+            hidden = [h.detach() for h in hidden]
+            hidden_valid = [h.detach() for h in hidden_valid]
+            hidden_valid, _ = architect.step(hidden, data, targets, hidden_valid, data_valid,
+                                             targets_valid, optimizer, True)
+            optimizer.zero_grad()
+            log_prob, hidden, rnn_hs, _ = model(data, hidden, return_h=True)
+            loss = nn.functional.nll_loss(log_prob.view(-1, log_prob.size(2)), targets)
+            loss = loss + sum(beta * (h[1:] - h[:-1]).pow(2).mean() for h in rnn_hs[-1:])
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            optimizer.step()
+        results.append(model)
+    a, b = results
+    assert (a.weights - start).abs().max() > 1e-3  # it moved
+    torch.testing.assert_close(b.weights, a.weights, rtol=1e-8, atol=1e-10)
+    for x, z in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(z, x, rtol=1e-8, atol=1e-10)

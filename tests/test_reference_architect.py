@@ -167,8 +167,10 @@ def test_cnn_batchnorm_statistics_follow_the_original(unrolled, passes):
 
 
 # --------------------------------------------------------------------------- RNN
-def _rnn_pieces(model, args, ht, xt, yt, hv, xv, yv, eta):
-    """Exact ingredients of the original RNN second-order gradient."""
+def _rnn_pieces(model, args, ht, xt, yt, hv, xv, yv, eta, tied="original"):
+    """Exact ingredients of the original RNN second-order gradient.  ``tied``
+    "original": w' keeps the tied embedding at w (what the original's state_dict
+    reload builds); "consistent": it is stepped too."""
     params = list(model.parameters())
     alphas = model.arch_parameters()
     loss_t, _ = model._loss(ht, xt, yt)
@@ -178,9 +180,10 @@ def _rnn_pieces(model, args, ht, xt, yt, hv, xv, yv, eta):
     scale = torch.clamp(c_g, max=1.0)
     # w' is held fixed (detached) for dL_val/dalpha and v; the Hessian term is
     # assembled separately, so the raw clip coefficient can scale it
-    w_new = [(p - eta * (scale * gi + args.wdecay * p)).detach().requires_grad_()
-             for p, gi in zip(params, g)]
     names = [n for n, _ in model.named_parameters()]
+    w_new = [(p if (n == "encoder.weight" and tied == "original")
+              else p - eta * (scale * gi + args.wdecay * p)).detach().requires_grad_()
+             for n, p, gi in zip(names, params, g)]
     state = {k: v.clone() for k, v in model.named_buffers()}
     state.update(dict(zip(names, w_new)))
     # tied decoder weight: functional_call needs both names bound to the same tensor
@@ -194,10 +197,10 @@ def _functional_rnn_loss(model, state, hidden, x, y):
     return torch.nn.functional.nll_loss(out.view(-1, out.size(2)), y)
 
 
-def _rnn_expected_and_errors(model, args, rs):
+def _rnn_expected_and_errors(model, args, rs, tied="original"):
     ht, xt, yt = rnn_batch(20)
     hv, xv, yv = rnn_batch(21)
-    loss_v, w_new, c_g, alphas = _rnn_pieces(model, args, ht, xt, yt, hv, xv, yv, ETA)
+    loss_v, w_new, c_g, alphas = _rnn_pieces(model, args, ht, xt, yt, hv, xv, yv, ETA, tied)
     dalpha = torch.autograd.grad(loss_v, alphas, retain_graph=True)
     v = torch.autograd.grad(loss_v, w_new)
     v_norm = torch.cat([t.reshape(-1) for t in v]).norm()
@@ -209,7 +212,7 @@ def _rnn_expected_and_errors(model, args, rs):
     opt = torch.optim.SGD(model.parameters(), lr=ETA)
     errors = []
     for r in rs:
-        arch = rnn.Architect(model, args)
+        arch = rnn.Architect(model, args, tied_embedding_step=tied)
         arch.r = r
         got = _arch_grads_of_step(arch, model,
                                   lambda a=arch: a.step(ht, xt, yt, hv, xv, yv, opt, unrolled=True))
@@ -217,15 +220,17 @@ def _rnn_expected_and_errors(model, args, rs):
     return errors, c_g
 
 
+@pytest.mark.parametrize("tied", ["original", "consistent"])
 @pytest.mark.parametrize("clip", [0.05, 1e3])
-def test_rnn_second_order_matches_exact_formula(clip):
+def test_rnn_second_order_matches_exact_formula(clip, tied):
     """alpha.grad = dL_val(w')/dalpha - eta * c_g * d/dalpha <dL_train/dw, clip(v)>,
     c_g the raw clip coefficient of the training gradient (the original's formula).
     With clip=0.05 the training gradient is clipped (c_g < 1) and this is the true
     hypergradient with the clip scale held constant; with clip=1e3 c_g >> 1 scales
-    the Hessian term, a quirk of the original that the reference keeps."""
+    the Hessian term, a quirk of the original that the reference keeps.  w' keeps the
+    tied embedding un-stepped by default ("original"), steps it with "consistent"."""
     model = tiny_rnn(seed=2)
-    (err,), c_g = _rnn_expected_and_errors(model, rnn_args(clip=clip), [1e-5])
+    (err,), c_g = _rnn_expected_and_errors(model, rnn_args(clip=clip), [1e-5], tied)
     assert (c_g < 1) == (clip < 1)
     assert err < 1e-7, err
 

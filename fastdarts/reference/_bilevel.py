@@ -48,6 +48,32 @@ def unrolled_copy(model, new_weights):
     return unrolled
 
 
+def unrolled_copy_via_state_dict(model, new_weights):
+    """The original's ``_construct_model_from_theta``, step for step, on a copy of ``model``.
+
+    The original takes ``model.state_dict()``, overwrites the entry of every name that
+    ``named_parameters()`` lists with the stepped tensor, and loads that dict into a
+    fresh model.  A tied weight (the RNN's ``decoder.weight`` is ``encoder.weight``) is
+    listed once by ``named_parameters()`` (under its first name) but appears under
+    every name in the state_dict: its later names keep the *un-stepped* tensor, and
+    ``load_state_dict`` copies them after the first name, so the unrolled model holds
+    the un-stepped value of every tied weight while all other weights are stepped.
+    This function reproduces exactly that.  (The original builds the fresh model with
+    ``model.new()``, which draws fresh initial weights from the RNG; a deep copy gives
+    the same loaded result without those draws.)
+    """
+    unrolled = copy.deepcopy(model)
+    model_dict = model.state_dict()
+    params = {name: w for (name, _), w in zip(model.named_parameters(), new_weights, strict=True)}
+    model_dict.update(params)
+    unrolled.load_state_dict(model_dict)
+    for p in unrolled.parameters():
+        p.grad = None
+    for a in unrolled.arch_parameters():
+        a.grad = None
+    return unrolled
+
+
 def finite_difference_hvp(model, vector, loss_fn, r=1e-2):
     """(dL_train(w + R v)/dalpha - dL_train(w - R v)/dalpha) / (2R), R = r / ||v||.
 

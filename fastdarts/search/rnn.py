@@ -65,6 +65,9 @@ class RNNSearchConfig:
     quiet: bool = False
     eval_batch_size: int = 10
     max_steps_per_epoch: int | None = None
+    # second order: "original" keeps the tied embedding un-stepped in the unrolled
+    # model as the original does; "consistent" steps it (see fastdarts.RNNArchitect)
+    tied_embedding_step: str = "original"
 
 
 def repackage_hidden(h):
@@ -230,7 +233,7 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     if world_size > 1:  # independent dropout masks per rank (numpy, for seq_len, stays shared)
         torch.manual_seed(distributed.rank_seed(cfg.seed, rank))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
-    architect = Architect(model, _RNNArgs(cfg))
+    architect = Architect(model, _RNNArgs(cfg), tied_embedding_step=cfg.tied_embedding_step)
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [HiddenStates(), SequenceLengthLR(), RNNArchitectureUpdate(), RNNTrainMetrics(),
            cb.GradClip(cfg.clip), RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),

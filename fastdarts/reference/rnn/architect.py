@@ -5,17 +5,45 @@ coefficient kept), w' = w - eta (g + wdecay * w) (no momentum); the validation
 gradient v at w' is clipped too; alpha.grad = dL_val/dalpha - eta * clip_coef *
 HVP, with clip_coef the raw (unclamped) coefficient of the training gradient,
 as in the original.  Adam on alpha with default betas.
+
+The tied embedding (``decoder.weight`` is ``encoder.weight``): the original builds
+the unrolled model w' by loading a state_dict in which only the names listed by
+``named_parameters()`` were replaced by stepped tensors; the tied weight is listed
+once, as ``encoder.weight``, so its second name ``decoder.weight`` still holds the
+un-stepped tensor and, loaded last, wins.  The original's w' therefore steps every
+weight *except* the embedding.  Everything after that is unchanged: v = dL_val/dw at
+that w' (the embedding's entry included, at its un-stepped value) is clipped as a
+whole, and the finite difference perturbs every weight, the embedding included, by
++-R v around w.  ``tied_embedding_step``:
+
+* ``"original"`` (default): exactly that (:func:`unrolled_copy_via_state_dict`).
+* ``"consistent"``: the embedding is stepped like every other weight (w' = w - eta
+  (g + wdecay w) for all of w), the plain DARTS formula.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._bilevel import clip_, finite_difference_hvp, grads_or_zeros, set_arch_grads, unrolled_copy
+from .._bilevel import (
+    clip_,
+    finite_difference_hvp,
+    grads_or_zeros,
+    set_arch_grads,
+    unrolled_copy,
+    unrolled_copy_via_state_dict,
+)
+
+TIED_EMBEDDING_STEPS = ("original", "consistent")
 
 
 class Architect:
-    def __init__(self, model, args):
+    def __init__(self, model, args, *, tied_embedding_step: str = "original"):
+        if tied_embedding_step not in TIED_EMBEDDING_STEPS:
+            raise ValueError(f"tied_embedding_step must be 'original' (the original's unrolled model "
+                             f"keeps the tied embedding un-stepped) or 'consistent' (it is stepped), "
+                             f"got {tied_embedding_step!r}")
+        self.tied_embedding_step = tied_embedding_step
         self.network_weight_decay = args.wdecay
         self.network_clip = args.clip
         self.model = model
@@ -30,6 +58,8 @@ class Architect:
         clip_coef = clip_(grads, self.network_clip)
         with torch.no_grad():
             new_w = [p - eta * (g + self.network_weight_decay * p) for p, g in zip(params, grads)]
+        if self.tied_embedding_step == "original":
+            return unrolled_copy_via_state_dict(self.model, new_w), clip_coef
         return unrolled_copy(self.model, new_w), clip_coef
 
     def step(self, hidden_train, input_train, target_train, hidden_valid, input_valid,
