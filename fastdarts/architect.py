@@ -290,8 +290,9 @@ class RNNArchitect(_Bilevel):
       weight but the embedding.  Here the virtual step leaves the embedding's slice
       of the flat buffer alone (w' = w there; the backup still gets it).  v, its
       clipping and the +-R v finite difference cover every weight, embedding
-      included, as in the original.  Same launches as the consistent step: one
-      virtual step over the rest of the buffer, one copy of the held slice.
+      included, as in the original.  One launch more than the consistent step:
+      the virtual step over the rest of the buffer, then one copy of the held slice
+      into the backup.
     * ``"consistent"``: every weight is stepped (the plain DARTS formula).
 
     First order is the same in both (no virtual step).

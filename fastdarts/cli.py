@@ -170,7 +170,7 @@ def rnn_config(a):
         dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, log_interval=a.log_interval,
         save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay, unrolled=a.unrolled,
         arch_wdecay=a.arch_wdecay, arch_lr=a.arch_lr, impl=a.impl, device=a.device, resume=a.resume,
-        quiet=a.quiet, tied_embedding_step=a.tied_embedding_step, **chosen)
+        quiet=a.quiet, tied_embedding_step=a.tied_embedding_step, cuda_graph=a.cuda_graph, **chosen)
 
 
 def run_search_cnn(a) -> int:
@@ -258,9 +258,6 @@ def run_search_rnn(a) -> int:
         print("no --data given: searching on the embedded default (Python's help texts) with "
               f"emsize=nhid={cfg.nhid}, batch {cfg.batch_size}, bptt {cfg.bptt}, {cfg.epochs} epochs "
               f"of {cfg.max_steps_per_epoch} steps")
-    if a.cuda_graph and not a.quiet:
-        print("note: --cuda_graph is not available for the RNN search yet (variable sequence "
-              "lengths); running eagerly")
     _set_threads(a, cpu_default_one=small)
     if a.profile and (rc := _profile_instead("rnn", cfg, a)) is not None:
         return rc

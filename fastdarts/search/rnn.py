@@ -68,6 +68,10 @@ class RNNSearchConfig:
     # second order: "original" keeps the tied embedding un-stepped in the unrolled
     # model as the original does; "consistent" steps it (see fastdarts.RNNArchitect)
     tied_embedding_step: str = "original"
+    # CUDA, --impl fused: each step captured in a CUDA graph, one per sequence length
+    # met, at most max_graphs (fastdarts.rnn_step.RNNSearchStep); eager beyond that
+    cuda_graph: bool = False
+    max_graphs: int = 8
 
 
 def repackage_hidden(h):
@@ -90,6 +94,7 @@ class RNNSearch(Engine):
         n = (train_data.size(0) - 2 + cfg.bptt - 1) // cfg.bptt
         self.steps_per_epoch = min(n, cfg.max_steps_per_epoch or n)
         self.config_key = {}
+        self.fused_step = None  # an RNNSearchStep (--cuda_graph): the whole step in one call
 
     def train_batches(self):
         cfg = self.cfg
@@ -108,7 +113,14 @@ class RNNSearch(Engine):
 
     def one_batch(self, batch):
         cfg = self.cfg
-        _, data, targets, _, _ = batch
+        _, data, targets, data_valid, targets_valid = batch
+        if self.fused_step is not None:  # architecture and weight step, captured per length
+            self.loss, self.hidden, self.hidden_valid, self.arch_grad_norm = self.fused_step(
+                self.hidden, data, targets, self.hidden_valid, data_valid, targets_valid.reshape(-1),
+                self.optimizer.param_groups[0]["lr"])
+            self.fire("after_arch_step")
+            self.fire("after_weight_step")
+            return
         self.fire("after_arch_step")
         self.model.train()
         self.optimizer.zero_grad()
@@ -155,6 +167,8 @@ class RNNArchitectureUpdate(Callback):
     order = -10
 
     def batch_begin(self, e):
+        if e.fused_step is not None:  # the captured step does it
+            return
         _, data, targets, data_valid, targets_valid = e.batch
         e.hidden = repackage_hidden(e.hidden)
         e.hidden_valid = repackage_hidden(e.hidden_valid)
@@ -233,19 +247,34 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     if world_size > 1:  # independent dropout masks per rank (numpy, for seq_len, stays shared)
         torch.manual_seed(distributed.rank_seed(cfg.seed, rank))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
-    architect = Architect(model, _RNNArgs(cfg), tied_embedding_step=cfg.tied_embedding_step)
+    capture = cfg.cuda_graph and cfg.impl == "fused" and device.type == "cuda" and world_size == 1
+    if cfg.cuda_graph and not capture and not cfg.quiet:
+        print("note: --cuda_graph needs --impl fused on one CUDA device; running eagerly")
+    architect = Architect(model, _RNNArgs(cfg), tied_embedding_step=cfg.tied_embedding_step,
+                          **({"capturable": True} if capture else {}))
+    fused_step = None
+    if capture:
+        from ..rnn_step import RNNSearchStep
+
+        fused_step = RNNSearchStep(model, architect, optimizer, unrolled=cfg.unrolled, clip=cfg.clip,
+                                   alpha=cfg.alpha, beta=cfg.beta, cuda_graph=True,
+                                   max_graphs=cfg.max_graphs)
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [HiddenStates(), SequenceLengthLR(), RNNArchitectureUpdate(), RNNTrainMetrics(),
-           cb.GradClip(cfg.clip), RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),
+           RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),
            cb.GenotypeLog(cfg.save), cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save),
            cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
+    if fused_step is None:
+        cbs.insert(4, cb.GradClip(cfg.clip))
     if world_size > 1:
         distributed.make_data_parallel(architect)
         cbs.append(DataParallel())
     engine = RNNSearch(model, architect, optimizer, train_data, search_data, cfg=cfg, device=device,
                        callbacks=cbs)
+    engine.fused_step = fused_step
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "quiet", "log_interval", "save", "device", "epochs")}
+                         if k not in ("resume", "quiet", "log_interval", "save", "device", "epochs",
+                                      "cuda_graph", "max_graphs")}
     engine.config_key["data"] = cfg.data or "pydoc"
     if world_size > 1:  # the shards, hence the search, depend on it
         engine.config_key["world_size"] = world_size
