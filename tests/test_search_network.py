@@ -120,22 +120,70 @@ def test_gpu_matches_reference(backend, use_backend):
         torch.testing.assert_close(grads_f[name], grads_r[name], rtol=1e-9, atol=1e-10, msg=name)
 
 
-def test_one_mixed_sum_per_node_without_none():
-    from torch.utils._python_dispatch import TorchDispatchMode
+class _CountOps:
+    """Records (op, number of tensors, weight shape) of the fused sums dispatched."""
 
-    class Count(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.sizes = []
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.fastdarts.mixed_sum.default:
-                self.sizes.append((len(args[0]), tuple(args[1].shape)))
-            return func(*args, **(kwargs or {}))
+        calls = self.calls = []
 
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.fastdarts.mixed_sum.default:
+                    calls.append(("mixed_sum", len(args[0]), tuple(args[1].shape)))
+                if func is torch.ops.fastdarts.state_mixed_sum.default:
+                    calls.append(("state", tuple(args[1]), tuple(args[2].shape)))
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def test_one_state_mixed_sum_per_state():
     _, fused = make_pair(torch.float32)
     x, _ = batch(torch.float32)
-    with Count() as count:
+    with _CountOps() as count:
         fused(x)
-    # 3 cells x 4 nodes; node i sums 7 non-none ops on each of its 2 + i edges at once.
-    assert count.sizes == [(7 * (2 + i), (2 + i, 7)) for _ in range(3) for i in range(4)]
+    # 3 cells x 5 source states (s0, s1, nodes 0-2); state j feeds the E = 4, 4, 3, 2, 1
+    # edges into nodes max(0, j-1)..3, with 7 non-none ops each: pools and the skip
+    # shared, (sep 3x3 | sep 5x5) and (dil 3x3 | dil 5x5) one wide tensor each.  In a
+    # reduction cell the stride-2 skip (FactorizedReduce) of s0/s1 is wide too.
+    expected = []
+    for cell in fused.cells:
+        for j, E in enumerate((4, 4, 3, 2, 1)):
+            skip = 1 if cell.reduction and j < 2 else 0
+            expected.append(("state", (0, 0, skip, 2, 2), (E, 7)))
+    assert count.calls == expected
+
+
+def test_falls_back_to_one_mixed_sum_per_node():
+    _, fused = make_pair(torch.float32)
+    x, _ = batch(torch.float32)
+    per_node = [("mixed_sum", 7 * (2 + i), (2 + i, 7)) for _ in range(3) for i in range(4)]
+    fused.eval()  # eval mode: every edge's batch norms use their own running statistics
+    assert fused.cells[0].why_not_batched() == "eval mode"
+    with _CountOps() as count, torch.no_grad():
+        fused(x)
+    assert count.calls == per_node
+    fused.train()
+    for cell in fused.cells:
+        cell.batch_states = False
+    with _CountOps() as count:
+        fused(x)
+    assert count.calls == per_node
+
+
+def test_unknown_primitive_set_falls_back():
+    from fastdarts import genotypes
+
+    _, fused = make_pair(torch.float32)
+    fused.cells[1]._ops[3]._primitives = list(genotypes.PRIMITIVES[:-1]) + ["conv_7x1_1x7"]
+    assert "not the DARTS space" in fused.cells[1].why_not_batched()
+    assert fused.cells[0].why_not_batched() is None

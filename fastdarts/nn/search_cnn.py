@@ -27,6 +27,10 @@ from torch import Tensor
 
 from ..reference.cnn import model_search as _ref
 from ..reference.cnn.operations import FactorizedReduce, ReLUConvBN
+from torch.utils.checkpoint import checkpoint
+
+from . import batched
+from .memory import note_kept
 from .mixed_op import MEMORY_MODES, MixedOp, after_relu, checkpointed, common_dtype, relu_head
 
 __all__ = ["Cell", "Network"]
@@ -57,12 +61,27 @@ class Cell(_ref.Cell):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
                 self._ops.append(MixedOp(C, stride, memory=memory))
+        self.batch_states = True  # evaluate the edges state by state where possible
+        self._batch_check: tuple[str] | None = None
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
         return self.forward_with_relus(s0, s1, weights)[0]
 
+    def why_not_batched(self) -> str | None:
+        """None when this cell runs state by state (fastdarts/nn/batched.py); else the reason
+        it falls back to per-edge evaluation."""
+        if not self.batch_states:
+            return "batch_states is False"
+        if self._batch_check is None:  # the module structure, checked once
+            self._batch_check = (batched.why_not_batched(self) or "",)
+        if self._batch_check[0]:
+            return self._batch_check[0]
+        return None if self.training else "eval mode"
+
     def forward_with_relus(self, s0: Tensor, s1: Tensor, weights: Tensor,
-                           relu_s0: Tensor | None = None, relu_s1: Tensor | None = None
+                           relu_s0: Tensor | None = None, relu_s1: Tensor | None = None, *,
+                           weights_b: Tensor | None = None,
+                           stats: batched.BatchNormStats | None = None
                            ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The cell's output and ReLU(s0), ReLU(s1) as its preprocessors computed them.
 
@@ -72,6 +91,10 @@ class Cell(_ref.Cell):
         "checkpoint"; in "checkpoint" it is a quarter of all saved bytes).  relu_s0/1:
         ReLU(s0)/ReLU(s1) if known, else None; returned values are None where a
         preprocessor does not start with a plain ReLU (or in "plain" mode).
+
+        weights_b (:func:`batched.batched_weights` of ``weights``) and stats (the
+        network's :class:`batched.BatchNormStats`, applied by the caller) are passed by
+        the Network so that they are made once per forward; a lone call makes its own.
         """
         memory = self._ops[0].memory
         if memory == "plain":
@@ -80,7 +103,20 @@ class Cell(_ref.Cell):
         if relu_s1 is None and s1 is s0:  # the stem feeds both preprocessors of cell 0
             relu_s1 = relu_s0
         p1, relu_s1 = _preprocess(self.preprocess1, s1, relu_s1)
-        return self._nodes(p0, p1, weights, memory), relu_s0, relu_s1
+        if self.why_not_batched() is not None:
+            return self._nodes(p0, p1, weights, memory), relu_s0, relu_s1
+        own = stats is None
+        if own:
+            stats = batched.BatchNormStats()
+        if weights_b is None:
+            weights_b = batched.batched_weights(weights, self._steps)
+        if memory == "checkpoint" and torch.is_grad_enabled():
+            out = _checkpointed_cell(self, p0, p1, weights_b, stats)
+        else:
+            out = batched.cell_nodes_batched(self, p0, p1, weights_b, stats)
+        if own:
+            stats.apply()
+        return out, relu_s0, relu_s1
 
     def _nodes(self, s0: Tensor, s1: Tensor, weights: Tensor, memory: str) -> Tensor:
         states = [s0, s1]
@@ -108,6 +144,24 @@ def _preprocess(pre: nn.Module, s: Tensor, relu_s: Tensor | None) -> tuple[Tenso
     if relu_s is None:
         relu_s = head(s)
     return after_relu(pre, relu_s), relu_s
+
+
+def _checkpointed_cell(cell: Cell, p0: Tensor, p1: Tensor, weights_b: Tensor,
+                       stats: batched.BatchNormStats) -> Tensor:
+    """The batched cell inside one non-reentrant checkpoint: only its two preprocessed
+    inputs (and the weights) are kept; the backward recomputes the cell.  The recompute's
+    statistics go to a throw-away collector (the batched batch norms touch no module
+    buffer themselves, and the recompute must save what the forward saved)."""
+    calls = []
+
+    def run(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+        first = not calls
+        calls.append(1)
+        return batched.cell_nodes_batched(cell, a, b, w,
+                                          stats if first else batched.BatchNormStats())
+
+    note_kept([p0, p1, weights_b])
+    return checkpoint(run, p0, p1, weights_b, use_reentrant=False, preserve_rng_state=False)
 
 
 def _node_sum(edges: Sequence[MixedOp], node_weights: Tensor, *states: Tensor) -> Tensor:
@@ -184,10 +238,19 @@ class Network(_ref.Network):
         relu_s0 = relu_s1 = None
         weights_normal = F.softmax(self.alphas_normal, dim=-1)
         weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
-        for cell in self.cells:
+        batched_cells = [c.why_not_batched() is None for c in self.cells]
+        stats = batched.BatchNormStats() if any(batched_cells) else None
+        wb = {}  # each cell type's weights in state order, once per forward
+        for cell, is_batched in zip(self.cells, batched_cells, strict=True):
             weights = weights_reduce if cell.reduction else weights_normal
-            out, _, relu_s1 = cell.forward_with_relus(s0, s1, weights, relu_s0, relu_s1)
+            if is_batched and cell.reduction not in wb:
+                wb[cell.reduction] = batched.batched_weights(weights, self._steps)
+            out, _, relu_s1 = cell.forward_with_relus(s0, s1, weights, relu_s0, relu_s1,
+                                                      weights_b=wb.get(cell.reduction),
+                                                      stats=stats)
             s0, s1, relu_s0, relu_s1 = s1, out, relu_s1, None
+        if stats is not None:
+            stats.apply()
         out = self.global_pooling(s1)
         return self.classifier(out.view(out.size(0), -1))
 

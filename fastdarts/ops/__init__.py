@@ -43,5 +43,6 @@ def load_triton_kernels(name: str) -> ModuleType:
 
 
 from . import mixed_sum  # noqa: E402  (registers torch.ops.fastdarts.mixed_sum)
+from . import state_sum  # noqa: E402  (registers torch.ops.fastdarts.state_mixed_sum)
 
-__all__ = ["load_triton_kernels", "mixed_sum"]
+__all__ = ["load_triton_kernels", "mixed_sum", "state_sum"]
