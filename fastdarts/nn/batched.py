@@ -297,6 +297,31 @@ class _DepthwisePointwise(torch.autograd.Function):
         return (grad_x, None, None, None, *grad_ws)
 
 
+class _MaxPool(torch.autograd.Function):
+    """``pool(x)`` for an nn.MaxPool2d ``pool``, saving only x (which the state keeps anyway)
+    instead of the int64 argmax indices (twice the bytes of a float32 output): the
+    backward recomputes them (one pooling kernel) and scatters the gradient as
+    max_pool2d's own backward does, so ties go where the forward's indices point."""
+
+    @staticmethod
+    def forward(ctx, x, pool):
+        cfg = [_pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size),
+               _pair(pool.padding), _pair(pool.dilation), bool(pool.ceil_mode)]
+        ctx.cfg = cfg
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, *cfg[:4], ceil_mode=cfg[4])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        _, idx = torch.ops.aten.max_pool2d_with_indices(x.detach(), *ctx.cfg)
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *ctx.cfg, idx), None
+
+
+def _pair(v) -> list[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
 # -- the wide weights: gathered once per cell forward ---------------------------------------------
 def _state_weight_lists(ops: Sequence[nn.ModuleList]) -> dict[str, list[tuple[Tensor, int]]]:
     """(parameter, zero padding) per row block of each wide weight of one state's edges, in
@@ -422,12 +447,13 @@ def state_outputs(edges: Sequence[nn.Module], x: Tensor, stats: BatchNormStats |
     E = len(edges)
     ops = [m._ops for m in edges]
     first = ops[0]
-    relu_x = F.relu(x)
     # parameter-free ops: once per state
     max_pool, avg_pool = first[_IDX["max_pool_3x3"]], first[_IDX["avg_pool_3x3"]]
-    p_max = batch_norm(max_pool[0](x), [o[_IDX["max_pool_3x3"]][1] for o in ops], stats, True)
+    p_max = batch_norm(_MaxPool.apply(x, max_pool[0]), [o[_IDX["max_pool_3x3"]][1] for o in ops],
+                       stats, True)
     p_avg = batch_norm(avg_pool[0](x), [o[_IDX["avg_pool_3x3"]][1] for o in ops], stats, True)
     if "fr1" in W:  # stride 2: FactorizedReduce per edge, two wide 1x1 convolutions
+        relu_x = F.relu(x)
         frs = [o[_IDX["skip_connect"]] for o in ops]
         y1 = F.conv2d(relu_x, W["fr1"], None, 2)
         y2 = F.conv2d(relu_x[:, :, 1:, 1:], W["fr2"], None, 2)
@@ -445,8 +471,8 @@ def state_outputs(edges: Sequence[nn.Module], x: Tensor, stats: BatchNormStats |
     dils = [[o[_IDX[p]].op for o in ops] for p in ("dil_conv_3x3", "dil_conv_5x5")]
     stride = seps[0][0][1].stride[0]
     g = 2 * E
-    y_sep, y_dil = _DepthwisePointwise.apply(
-        relu_x, False, 2 * E, ((stride, 2, 1, g), (stride, 4, 2, g)),
+    y_sep, y_dil = _DepthwisePointwise.apply(  # ReLU inside: x is saved (the pools keep it)
+        x, True, 2 * E, ((stride, 2, 1, g), (stride, 4, 2, g)),
         W["dw_sep"], W["pw_sep"], W["dw_dil"], W["pw_dil"])
     y = batch_norm(y_sep, [s[3] for fam in seps for s in fam], stats)
     (y,) = _DepthwisePointwise.apply(y, True, 1, ((1, 2, 1, g),), W["dw2"], W["pw2"])
