@@ -250,6 +250,23 @@ def _rnn_node_backward(args, backend):
             + _cast(ch, dtype) + _cast(states, dtype) + _cast(probs, _acc(dtype)))
 
 
+def _rnn_node_bn(args, backend):
+    ch, states, probs = args[0], args[1], args[2]
+    dtype = torch.promote_types(ch.dtype, states.dtype)
+    # fastdarts/ops/rnn_node_bn.py: _common casts, probs.to(acc) (Triton takes its strides),
+    # 1 kernel (kernels/rnn_node_bn.py rnn_node_bn_fwd_kernel; Triton on every backend)
+    return _cast(ch, dtype) + _cast(states, dtype) + _cast(probs, _acc(dtype)) + 1
+
+
+def _rnn_node_bn_backward(args, backend):
+    grad_y, grad_ym, ch, states, probs = args[0], args[1], args[2], args[3], args[4]
+    dtype = torch.promote_types(ch.dtype, states.dtype)
+    casts = sum(_cast(g, dtype) for g in (grad_y, grad_ym) if g is not None)
+    # casts in, 1 kernel (rnn_node_bn_bwd_kernel) + partial.sum over programs, casts out
+    return (_cast(ch, dtype) + _cast(states, dtype) + casts + _cast(probs, _acc(dtype)) + 2
+            + _cast(ch, dtype) + _cast(states, dtype) + _cast(probs, _acc(dtype)))
+
+
 def _state_mixed_sum(args, backend, backward=False):
     # fastdarts/ops/state_sum.py + kernels/state_sum.py (Triton only: auto dispatch picks
     # Triton on CUDA whatever ``backend`` says; no CUDA C++ kernel yet): one launch per
@@ -279,6 +296,11 @@ FASTDARTS_LAUNCHES = {
     # csrc/cuda/rnn_node_cuda.cu rnn_node_backward_cuda / kernels/rnn_node.py: one kernel
     # + the fixed-order partial.sum(0) of d probs.
     "fastdarts::rnn_node_backward": _rnn_node_backward,
+    # kernels/rnn_node_bn.py rnn_node_bn_forward: one kernel (node + BN + running stats +
+    # mask); no CUDA C++ kernel, auto dispatch picks Triton on a GPU.
+    "fastdarts::rnn_node_bn": _rnn_node_bn,
+    # kernels/rnn_node_bn.py rnn_node_bn_backward: one kernel + partial.sum(0).
+    "fastdarts::rnn_node_bn_backward": _rnn_node_bn_backward,
     # csrc/cuda/flat_ops_cuda.cu virtual_step_cuda / kernels/flat.py _virtual_step_kernel: 1.
     "fastdarts::virtual_step_": lambda args, backend: 1,
     # csrc/cuda/flat_ops_cuda.cu perturb_cuda / kernels/flat.py _perturb_kernel: 1.
