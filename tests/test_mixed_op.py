@@ -54,7 +54,11 @@ def compare(ref, fused, x, alpha, rtol, atol):
     torch.testing.assert_close(ga_f, ga_r, rtol=rtol, atol=atol)
     assert gp_f.keys() == gp_r.keys()
     for name in gp_r:
-        torch.testing.assert_close(gp_f[name], gp_r[name], rtol=rtol, atol=atol, msg=name)
+        # A weight gradient sums N*H*W products: its rounding error (bf16/fp16 under
+        # autocast, where the reference rounds after every term) scales with the
+        # gradient's magnitude, not each element's; a wrong gradient is off by O(max).
+        scale = max(1.0, gp_r[name].abs().max().item())
+        torch.testing.assert_close(gp_f[name], gp_r[name], rtol=rtol, atol=atol * scale, msg=name)
     for (name, b_r), b_f in zip(ref.state_dict().items(), fused.state_dict().values(),
                                 strict=True):  # BN running stats after the forward
         torch.testing.assert_close(b_f, b_r, rtol=rtol, atol=atol, msg=name)
