@@ -49,6 +49,20 @@ class AlphaTrace(Callback):
         self.steps.append(torch.cat([a.detach().flatten().clone() for a in e.model.arch_parameters()]))
 
 
+class BufferTrace(Callback):
+    """Every BatchNorm's running mean, variance and batch counter after every weight step
+    (the state_dict's buffers: the two networks share their keys)."""
+
+    order = 1000
+
+    def __init__(self):
+        self.steps = []
+
+    def after_weight_step(self, e):
+        self.steps.append({k: v.detach().clone() for k, v in e.model.state_dict().items()
+                           if "running" in k or "num_batches" in k})
+
+
 class _Float64Loader:
     """The image loader's batches as float64 (it normalises to float32)."""
 
@@ -85,16 +99,28 @@ def _compare(traces, steps, tol=None):
 @pytest.mark.parametrize("unrolled", [False, True], ids=["first_order", "second_order"])
 def test_cnn_fused_search_follows_the_reference_step_by_step(float64, unrolled):
     """24 steps: 3 epochs of 8 batches (64 training images, batch 8), cosine lr."""
-    traces = {}
+    traces, buffers = {}, {}
     for impl in ("reference", "fused"):
-        trace = AlphaTrace()
-        e = tiny_engine(epochs=3, unrolled=unrolled, impl=impl, standard=False, callbacks=[trace], n=128)
+        trace, buffers[impl] = AlphaTrace(), BufferTrace()
+        e = tiny_engine(epochs=3, unrolled=unrolled, impl=impl, standard=False,
+                        callbacks=[trace, buffers[impl]], n=128)
         assert all(p.dtype == torch.float64 for p in e.model.parameters())
         e.train_loader, e.valid_loader = _Float64Loader(e.train_loader), _Float64Loader(e.valid_loader)
         e.loaders = {"train": e.train_loader, "valid": e.valid_loader}
         e.run()
         traces[impl] = trace
     _compare(traces, 24)
+    # the batched supernet's statistics land in every module's own buffers, as the
+    # reference's (the validation passes of the architect step leave them alone in both)
+    assert len(buffers["fused"].steps) == len(buffers["reference"].steps) == 24
+    for step, (ref, fused) in enumerate(zip(buffers["reference"].steps, buffers["fused"].steps)):
+        assert ref.keys() == fused.keys() and len(ref) > 100
+        for k in ref:
+            if "num_batches" in k:
+                assert torch.equal(fused[k], ref[k]), (step, k)
+            else:
+                torch.testing.assert_close(fused[k], ref[k], rtol=1e-9, atol=1e-9,
+                                           msg=f"step {step}: {k}")
 
 
 @pytest.mark.parametrize("unrolled,tied", [(False, "original"), (True, "original"), (True, "consistent")],
