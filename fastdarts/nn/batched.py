@@ -350,7 +350,6 @@ class _GatherPlan:
     rows (and padding) in its wide weight."""
 
     def __init__(self, per_state: list[dict[str, list[tuple[Tensor, int]]]]):
-        self.keys = [list(d) for d in per_state]
         index, self.outputs, self.rows, self.shapes = [], [], [], []
         base, offset = 1, 0
         for lists in per_state:

@@ -103,11 +103,7 @@ class Cell(_ref.Cell):
         if relu_s1 is None and s1 is s0:  # the stem feeds both preprocessors of cell 0
             relu_s1 = relu_s0
         p1, relu_s1 = _preprocess(self.preprocess1, s1, relu_s1)
-        if self.why_not_batched() is not None or not (p0.is_contiguous() and p1.is_contiguous()):
-            # channels_last (and other strided) states run per edge: the batched backward
-            # aborted inside the CPU convolution backward for channels_last in a full test
-            # run (not reproduced alone); the kernels support it, the fallback is until
-            # that is understood
+        if self.why_not_batched() is not None:
             return self._nodes(p0, p1, weights, memory), relu_s0, relu_s1
         own = stats is None
         if own:
