@@ -62,9 +62,15 @@ def shutdown(ok: bool = True) -> None:
 
 
 def world() -> tuple[int, int]:
+    """(rank, world_size) of this process: (0, 1) outside a process group."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def is_rank0() -> bool:
+    """True in rank 0 or a single process: the one that prints and writes files."""
+    return world()[0] == 0
 
 
 def _all_reduce_(t: torch.Tensor, op=None, group=None) -> torch.Tensor:

@@ -51,8 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .architect import RNNArchitect
-from .ops import flat as flat_ops
-from .step import CaptureError
+from .step import CaptureError, fused_sgd_step_
 
 
 # -- the pieces ---------------------------------------------------------------------
@@ -215,18 +214,8 @@ class RNNSearchStep:
         if self.alpha > 0:
             loss = loss + sum(self.alpha * h.pow(2).mean() for h in dropped_rnn_hs[-1:])
         loss = loss + sum(self.beta * (h[1:] - h[:-1]).pow(2).mean() for h in rnn_hs[-1:])
-        grads = torch.autograd.grad(loss, arch.params, allow_unused=True)
-        if any(g is None for g in grads):
-            arch.g.zero_()
-            pairs = [(v, g) for v, g in zip(arch.g_views, grads) if g is not None]
-            torch._foreach_copy_([p[0] for p in pairs], [p[1] for p in pairs])
-        else:
-            torch._foreach_copy_(arch.g_views, list(grads))
-        scale = None
-        if self.clip is not None:
-            scale = torch.clamp(self.clip / (torch.linalg.vector_norm(arch.g) + 1e-6), max=1.0)
         wd = self.optimizer.param_groups[0]["weight_decay"]
-        flat_ops.sgd_step_(arch.w.data, self._m, arch.g, self._lr, 0.0, wd, scale)
+        fused_sgd_step_(arch, loss, self._m, self._lr, 0.0, wd, self.clip)
         return [raw_loss.detach(), *[h.detach() for h in hidden_next],
                 *[h.detach() for h in hidden_valid_next], arch_grad_norm.detach()]
 

@@ -39,6 +39,25 @@ class CaptureError(RuntimeError):
     """The step cannot be captured in a CUDA graph (the message says why and what to do)."""
 
 
+def fused_sgd_step_(arch, loss, m, lr, momentum: float, weight_decay: float, clip) -> None:
+    """The weight step of a captured search step, with no host reads: the gradient of
+    ``loss`` into the Architect's flat buffer ``arch.g`` (zeros for weights it does
+    not reach), the clipping scale min(1, clip / (||g|| + 1e-6)) as a device tensor
+    (none when ``clip`` is None), then one fused SGD update of ``arch.w`` with
+    momentum buffer ``m``.  ``lr`` is a one-element device tensor."""
+    grads = torch.autograd.grad(loss, arch.params, allow_unused=True)
+    if any(g is None for g in grads):
+        arch.g.zero_()
+        pairs = [(v, g) for v, g in zip(arch.g_views, grads) if g is not None]
+        torch._foreach_copy_([p[0] for p in pairs], [p[1] for p in pairs])
+    else:
+        torch._foreach_copy_(arch.g_views, list(grads))
+    scale = None
+    if clip is not None:
+        scale = torch.clamp(clip / (torch.linalg.vector_norm(arch.g) + 1e-6), max=1.0)
+    flat_ops.sgd_step_(arch.w.data, m, arch.g, lr, momentum, weight_decay, scale)
+
+
 class SearchStep:
     def __init__(self, model, architect, optimizer, *, unrolled: bool, grad_clip: float | None = 5.0,
                  cuda_graph: bool = False, warmup: int = 3, fused_weight_step: bool | None = None):
@@ -127,19 +146,8 @@ class SearchStep:
         arch = self.architect
         logits = self.model(xt)
         loss = self.model._criterion(logits, yt)
-        grads = torch.autograd.grad(loss, arch.params, allow_unused=True)
-        if any(g is None for g in grads):
-            arch.g.zero_()
-            pairs = [(v, g) for v, g in zip(arch.g_views, grads) if g is not None]
-            torch._foreach_copy_([p[0] for p in pairs], [p[1] for p in pairs])
-        else:
-            torch._foreach_copy_(arch.g_views, list(grads))
-        scale = None
-        if self.grad_clip is not None:
-            scale = torch.clamp(self.grad_clip / (torch.linalg.vector_norm(arch.g) + 1e-6), max=1.0)
         g = self.optimizer.param_groups[0]
-        flat_ops.sgd_step_(arch.w.data, arch.m, arch.g, self._lr, g["momentum"], g["weight_decay"],
-                           scale)
+        fused_sgd_step_(arch, loss, arch.m, self._lr, g["momentum"], g["weight_decay"], self.grad_clip)
         return loss.detach(), logits.detach()
 
     def _capture(self, xt, yt, xv, yv, lr, shapes):

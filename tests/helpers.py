@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from fastdarts.reference import cnn, rnn
-from fastdarts.search.engine import Callback, CancelSearch
+from fastdarts.loop.engine import Callback, CancelSearch
 
 
 @pytest.fixture(autouse=True)

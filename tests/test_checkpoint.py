@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastdarts.search import Callback, CheckpointError
+from fastdarts.loop import Callback, CheckpointError
+from fastdarts.loop import state as state_mod
 from fastdarts.search import checkpoint as ck
 
 from .helpers import StopAfter
@@ -48,7 +49,7 @@ def test_round_trip_restores_everything(tmp_path):
     assert _states_equal(fresh.architect.optimizer.state_dict(), e.architect.optimizer.state_dict())
     for k in ("train", "valid"):
         assert _states_equal(fresh.loaders[k].state_dict(), state["loaders"][k])
-    assert _states_equal(ck.rng_states()["torch"], state["rng"]["torch"])
+    assert _states_equal(state_mod.rng_states()["torch"], state["rng"]["torch"])
     assert random.getstate() == state["rng"]["python"]
     assert fresh.start_epoch == 1 and fresh.global_step == 2 and fresh.history == e.history
     assert fresh.lr == e.lr
@@ -111,7 +112,7 @@ def test_only_whole_epochs_are_checkpointed(tmp_path):
 
 def test_atomic_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     path = str(tmp_path / "checkpoint.pt")
-    ck.atomic_save({"v": 1}, path)
+    state_mod.atomic_save({"v": 1}, path)
 
     def crash_mid_write(obj, f, *a, **k):
         with open(f, "wb") as fh:
@@ -120,7 +121,7 @@ def test_atomic_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_mid_write)
     with pytest.raises(OSError, match="No space left"):
-        ck.atomic_save({"v": 2}, path)
+        state_mod.atomic_save({"v": 2}, path)
     monkeypatch.undo()
     assert torch.load(path) == {"v": 1}
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temp file left behind
@@ -128,9 +129,9 @@ def test_atomic_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     def crash_at_rename(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ck.os, "replace", crash_at_rename)
+    monkeypatch.setattr(state_mod.os, "replace", crash_at_rename)
     with pytest.raises(KeyboardInterrupt):
-        ck.atomic_save({"v": 3}, path)
+        state_mod.atomic_save({"v": 3}, path)
     monkeypatch.undo()
     assert torch.load(path) == {"v": 1} and os.listdir(tmp_path) == ["checkpoint.pt"]
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fastdarts.search.engine import Callback
+from fastdarts.loop.engine import Callback
 
 from .helpers import StopAfter, one_thread  # noqa: F401  (autouse fixture)
 

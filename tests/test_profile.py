@@ -22,6 +22,7 @@ import sys
 
 import pytest
 
+from fastdarts import distributed
 from fastdarts.profile import PHASES, SCHEMA_VERSION, SearchCost, check_schema, run_profile, write_png
 from fastdarts.profile import cost as cost_mod
 from fastdarts.search.cnn import CNNSearchConfig, search_cnn
@@ -211,7 +212,7 @@ class _FakeClock:
 
 @pytest.mark.parametrize("world", [1, 4])
 def test_search_cost_lines_and_projection(tmp_path, monkeypatch, world):
-    monkeypatch.setattr(cost_mod, "world_size", lambda: world)
+    monkeypatch.setattr(distributed, "world", lambda: (0, world))
     stream = io.StringIO()
     sc = SearchCost(clock=_FakeClock(), stream=stream)
     engine = search_cnn(_cnn(tmp_path, epochs=2, max_steps_per_epoch=2, quiet=True), callbacks=[sc])

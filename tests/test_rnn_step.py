@@ -191,7 +191,7 @@ def test_search_engine_with_the_step_follows_the_eager_engine(tmp_path, unrolled
     """The RNN search engine with an RNNSearchStep (RecordedGraphs, the CPU stand-in
     for --cuda_graph) against the plain engine: 4 steps, float64, alphas after every
     step to 1e-10 (the clip norm summed in another order)."""
-    from fastdarts.search import Callback
+    from fastdarts.loop import Callback
     from fastdarts.search.rnn import RNNSearchConfig, build
 
     class Trace(Callback):

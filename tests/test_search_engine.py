@@ -17,10 +17,16 @@ import torch.nn as nn
 
 from fastdarts import genotypes as G
 from fastdarts.data import DeviceLoader, ImageData, search_split
-from fastdarts.search import Callback, CancelBatch, CancelEpoch, CancelSearch, Engine
+from fastdarts.loop import Callback, CancelBatch, CancelEpoch, CancelSearch, Engine
+from fastdarts import distributed
+from fastdarts.loop import callbacks as loop_cb
+from fastdarts.loop import progress
 from fastdarts.search import callbacks as cb
+from fastdarts.search import outputs
 from fastdarts.search.checkpoint import Checkpoint
-from fastdarts.search.cnn import CNNSearch, model_classes, seed_everything
+from fastdarts.loop.state import seed_everything
+from fastdarts.search.cnn import CNNSearch
+from fastdarts.search.models import model_classes
 
 from .helpers import one_thread  # noqa: F401  (autouse fixture)
 
@@ -53,11 +59,11 @@ def tiny_engine(save=None, *, epochs: int = 2, unrolled: bool = False, impl: str
                 callbacks=(), standard: bool = True, max_steps=None, grad_clip: float = 5.0, **kw):
     """A CNNSearch with the standard callbacks (those of build()) plus ``callbacks``."""
     model, architect, optimizer, train, valid, evaluate = tiny_parts(impl=impl, **kw)
-    cbs = [cb.CosineLR(0.025, 0.001, epochs), cb.ArchitectureUpdate(), cb.GradClip(grad_clip)]
+    cbs = [loop_cb.CosineLR(0.025, 0.001, epochs), cb.ArchitectureUpdate(), loop_cb.GradClip(grad_clip)]
     if standard:
-        cbs += [cb.TrainMetrics(), cb.Validation(evaluate), cb.Logger(quiet=True)]
+        cbs += [loop_cb.TrainMetrics(), loop_cb.Validation(evaluate), cb.Logger(quiet=True)]
     if save is not None:
-        cbs += [cb.GenotypeLog(str(save)), cb.CellDrawing(str(save)), Checkpoint(str(save))]
+        cbs += [outputs.GenotypeLog(str(save)), outputs.CellDrawing(str(save)), Checkpoint(str(save))]
     engine = CNNSearch(model, architect, optimizer, train, valid, epochs=epochs, unrolled=unrolled,
                        device="cpu", callbacks=[*cbs, *callbacks], lr=0.025, max_steps_per_epoch=max_steps)
     engine.config_key = {"impl": impl, "unrolled": unrolled, "C": kw.get("C", 2),
@@ -201,7 +207,7 @@ def test_search_events_and_a_user_callback_that_cancels(tmp_path):
 
 
 def test_cosine_lr_values_and_modern_semantics():
-    c = cb.CosineLR(0.025, 0.001, 50)
+    c = loop_cb.CosineLR(0.025, 0.001, 50)
     assert c.lr_at(0) == 0.025
     assert c.lr_at(25) == pytest.approx(0.013, abs=1e-12)
     assert c.lr_at(50) == pytest.approx(0.001, abs=1e-12)
@@ -230,7 +236,7 @@ def test_the_engine_uses_lr_of_the_epoch_for_weights_and_eta():
     step = e.architect.step
     e.architect.step = lambda *a: (etas.append(a[4]), step(*a))
     e.run()
-    want = [cb.CosineLR(0.025, 0.001, 3).lr_at(i) for i in range(3)]
+    want = [loop_cb.CosineLR(0.025, 0.001, 3).lr_at(i) for i in range(3)]
     assert seen == [(i, want[i], want[i]) for i in range(3)]
     assert etas == want
 
@@ -241,14 +247,14 @@ def test_grad_clip_clips_and_keeps_direction():
         p.grad = torch.full_like(p, 3.0)
     before = torch.cat([p.grad.flatten() for p in lin.parameters()])
     assert before.norm() > 5
-    cb.GradClip(5.0).after_backward(SimpleNamespace(model=lin))
+    loop_cb.GradClip(5.0).after_backward(SimpleNamespace(model=lin))
     after = torch.cat([p.grad.flatten() for p in lin.parameters()])
     assert after.norm() == pytest.approx(5.0, rel=1e-5)
     assert torch.allclose(after / after.norm(), before / before.norm())
     # small gradients are left alone
     for p in lin.parameters():
         p.grad = torch.full_like(p, 1e-3)
-    cb.GradClip(5.0).after_backward(SimpleNamespace(model=lin))
+    loop_cb.GradClip(5.0).after_backward(SimpleNamespace(model=lin))
     assert all(torch.equal(p.grad, torch.full_like(p, 1e-3)) for p in lin.parameters())
 
 
@@ -314,7 +320,7 @@ def test_engine_with_the_fused_classes_matches_the_original_loop_closely():
 def test_logger_lines_history_and_quiet():
     out = io.StringIO()
     e = tiny_engine(epochs=2, max_steps=2, standard=False,
-                    callbacks=[cb.TrainMetrics(), cb.Validation(tiny_parts()[5]),
+                    callbacks=[loop_cb.TrainMetrics(), loop_cb.Validation(tiny_parts()[5]),
                                cb.Logger(report_freq=1, stream=out)]).run()
     text = out.getvalue()
     assert "epoch 1/2 lr 0.02500 train_loss" in text and "epoch 2/2 lr 0.01300" in text
@@ -328,7 +334,7 @@ def test_logger_lines_history_and_quiet():
     assert len(row["alphas"]["normal"]) == 14 and sum(row["alphas"]["normal"][0]) == pytest.approx(1)
     quiet = io.StringIO()
     tiny_engine(epochs=1, max_steps=1, standard=False,
-                callbacks=[cb.TrainMetrics(), cb.Logger(stream=quiet, quiet=True)]).run()
+                callbacks=[loop_cb.TrainMetrics(), cb.Logger(stream=quiet, quiet=True)]).run()
     assert quiet.getvalue() == ""
 
 
@@ -337,14 +343,14 @@ def test_logger_progress_bar_on_a_terminal(monkeypatch):
         def isatty(self):
             return True
 
-    monkeypatch.setattr(cb, "_tqdm", lambda: None)  # the built-in bar
+    monkeypatch.setattr(progress, "_tqdm", lambda: None)  # the built-in bar
     out = Tty()
     tiny_engine(epochs=1, max_steps=2, standard=False, callbacks=[cb.Logger(stream=out)]).run()
     assert "[" in out.getvalue() and "2/2" in out.getvalue()
 
 
 def test_logger_only_on_rank0(monkeypatch):
-    monkeypatch.setattr(cb, "_is_rank0", lambda: False)
+    monkeypatch.setattr(distributed, "is_rank0", lambda: False)
     out = io.StringIO()
     tiny_engine(epochs=1, max_steps=1, standard=False, callbacks=[cb.Logger(stream=out)]).run()
     assert out.getvalue() == ""
@@ -355,7 +361,7 @@ def test_validation_is_eval_mode_no_grad_and_counts_everything():
     model, *_, evaluate = tiny_parts()
     hook = model.register_forward_hook(lambda m, i, o: modes.append((m.training, torch.is_grad_enabled())))
     e = SimpleNamespace(model=model, device=torch.device("cpu"), metrics={})
-    cb.Validation(evaluate).epoch_end(e)
+    loop_cb.Validation(evaluate).epoch_end(e)
     hook.remove()
     assert modes and all(m == (False, False) for m in modes)
     assert model.training  # put back in train mode
@@ -392,12 +398,12 @@ def test_cell_drawing_renders_with_dot_when_installed(tmp_path, monkeypatch):
     fake.parent.mkdir()
     fake.write_text(f"#!{sys.executable}\nimport sys\nopen(sys.argv[-1], 'w').write(sys.argv[1])\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(cb.shutil, "which", lambda name: str(fake) if name == "dot" else None)
+    monkeypatch.setattr(outputs.shutil, "which", lambda name: str(fake) if name == "dot" else None)
     save = tmp_path / "out"
     save.mkdir()
     tiny_engine(save, epochs=1, max_steps=1).run()
     assert (save / "normal.png").read_text() == "-Tpng" and (save / "reduce.svg").read_text() == "-Tsvg"
-    monkeypatch.setattr(cb.shutil, "which", lambda name: None)
+    monkeypatch.setattr(outputs.shutil, "which", lambda name: None)
     save2 = tmp_path / "out2"
     save2.mkdir()
     tiny_engine(save2, epochs=1, max_steps=1).run()
@@ -407,29 +413,29 @@ def test_cell_drawing_renders_with_dot_when_installed(tmp_path, monkeypatch):
 
 def test_alpha_plot_without_matplotlib_says_so_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
-    tiny_engine(epochs=2, max_steps=1, callbacks=[cb.AlphaPlot(str(tmp_path))]).run()
+    tiny_engine(epochs=2, max_steps=1, callbacks=[outputs.AlphaPlot(str(tmp_path))]).run()
     err = capsys.readouterr().err
     assert err.count("alphas.png not written: matplotlib is not installed") == 1
     assert not (tmp_path / "alphas.png").exists()
 
 
 def test_edge_names_follow_the_alpha_rows():
-    names = cb.edge_names("normal", 14)
+    names = outputs.edge_names("normal", 14)
     assert names[:5] == ["c_{k-2} -> 0", "c_{k-1} -> 0", "c_{k-2} -> 1", "c_{k-1} -> 1", "0 -> 1"]
     assert names[-1] == "2 -> 3"
-    rnn = cb.edge_names("recurrent", 36)
+    rnn = outputs.edge_names("recurrent", 36)
     assert rnn[:3] == ["0 -> 1", "0 -> 2", "1 -> 2"] and rnn[-1] == "7 -> 8"
 
 
 def test_alpha_plot_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
-    tiny_engine(epochs=2, max_steps=1, callbacks=[cb.AlphaPlot(str(tmp_path))]).run()
+    tiny_engine(epochs=2, max_steps=1, callbacks=[outputs.AlphaPlot(str(tmp_path))]).run()
     assert (tmp_path / "alphas.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_tensorboard_is_silent_without_tensorboard(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    tb = cb.TensorBoard(str(tmp_path))
+    tb = loop_cb.TensorBoard(str(tmp_path))
     tiny_engine(epochs=1, max_steps=1, callbacks=[tb]).run()
     assert tb.writer is None and capsys.readouterr().err == ""
     assert not (tmp_path / "tb").exists()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastdarts.search import Callback
+from fastdarts.loop import Callback
 from fastdarts.search.rnn import RNNSearchConfig
 from fastdarts.search.rnn import build as build_rnn
 

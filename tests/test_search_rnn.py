@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from fastdarts import cli
 from fastdarts.data import get_batch
-from fastdarts.search import Callback, CancelSearch
-from fastdarts.search.rnn import RNNSearchConfig, build, repackage_hidden, search_rnn
+from fastdarts.loop import Callback, CancelSearch
+from fastdarts.loop.rnn import repackage_hidden
+from fastdarts.search.rnn import RNNSearchConfig, build, search_rnn
 
 
 def _cfg(tmp_path, **kw):

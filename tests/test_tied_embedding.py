@@ -145,7 +145,8 @@ def test_bad_mode_is_refused():
 
 
 def test_cli_flag_reaches_the_config_and_the_architect(tmp_path):
-    from fastdarts.cli import build_parser, rnn_config
+    from fastdarts.cli import build_parser
+    from fastdarts.search.cli import rnn_config
     from fastdarts.search.rnn import build
 
     for flags, want in (([], "original"), (["--tied_embedding_step", "consistent"], "consistent")):

@@ -13,7 +13,7 @@ import torch
 from fastdarts import cli
 from fastdarts import genotypes as G
 from fastdarts.data import load_digits_images
-from fastdarts.search.engine import Callback
+from fastdarts.loop.engine import Callback
 from fastdarts.train import (
     CNNTrainConfig,
     NetworkCIFAR,
@@ -298,7 +298,7 @@ def test_rnn_resume_on_asgd_equals_unbroken_training(tmp_path):
 
 
 def test_resume_refuses_another_configuration(tmp_path):
-    from fastdarts.search.checkpoint import CheckpointError
+    from fastdarts.loop.state import CheckpointError
 
     train_cnn(_cnn_cfg(tmp_path, "a", epochs=1, max_steps_per_epoch=1, auxiliary=False))
     with pytest.raises(CheckpointError, match="another training configuration"):

@@ -14,7 +14,8 @@ import shutil
 import sys
 import tempfile
 
-from ..cli import _search_cnn_parser, _search_rnn_parser
+from .. import config
+from ..search import cli as search_cli
 
 
 def _profile_flags(p) -> None:
@@ -36,26 +37,22 @@ def add_parser(top) -> None:
     """Register ``profile`` with ``cnn`` and ``rnn`` on the top-level subparsers."""
     prof = top.add_parser("profile", help="where a search step's time goes, and what the search costs")
     sub = prof.add_subparsers(dest="space", required=True)
-    cnn = _search_cnn_parser(sub)
+    cnn = search_cli.cnn_parser(sub)
     _profile_flags(cnn)
-    cnn.set_defaults(run=run_profile_cnn, save=None)
-    rnn = _search_rnn_parser(sub)
+    cnn.set_defaults(run=run_profile_cnn)
+    rnn = search_cli.rnn_parser(sub)
     _profile_flags(rnn)
-    rnn.set_defaults(run=run_profile_rnn, save=None)
+    rnn.set_defaults(run=run_profile_rnn)
 
 
 def cnn_config(a):
     """The CNNSearchConfig that ``fastdarts search cnn`` builds from the same flags."""
-    from .. import cli
-
-    return dataclasses.replace(cli.cnn_config(a), quiet=True)
+    return dataclasses.replace(search_cli.cnn_config(a), quiet=True)
 
 
 def rnn_config(a):
     """The RNNSearchConfig that ``fastdarts search rnn`` builds from the same flags."""
-    from .. import cli
-
-    return dataclasses.replace(cli.rnn_config(a), quiet=True)
+    return dataclasses.replace(search_cli.rnn_config(a), quiet=True)
 
 
 def _run(space: str, a) -> int:
@@ -64,6 +61,7 @@ def _run(space: str, a) -> int:
     if a.steps < 1 or a.warmup < 0:
         print("fastdarts profile: error: --steps must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
+    config.set_threads(a, cpu_default_one=False)
     tmp = None
     if a.save is None:  # the build creates its save directory; nothing is written there
         tmp = a.save = tempfile.mkdtemp(prefix="fastdarts-profile-")

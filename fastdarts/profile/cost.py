@@ -29,18 +29,9 @@ import time
 
 import torch
 
-from ..search.engine import Callback
+from .. import distributed
+from ..loop.engine import Callback
 from .profiler import device_name
-
-
-def world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _rank0() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class SearchCost(Callback):
@@ -59,7 +50,7 @@ class SearchCost(Callback):
         self.result: dict | None = None
 
     def _print(self, msg: str) -> None:
-        if not self.quiet and _rank0():
+        if not self.quiet and distributed.is_rank0():
             print(msg, file=self.stream or sys.stdout, flush=True)
 
     def _now(self, e) -> float:
@@ -70,7 +61,7 @@ class SearchCost(Callback):
     def search_begin(self, e):
         self.unit = "GPU" if e.device.type == "cuda" else "CPU"
         self.device = device_name(e.device)
-        self.world = world_size()
+        self.world = distributed.world()[1]
         self.first_epoch = int(e.start_epoch)
         self.t0 = self._now(e)
 

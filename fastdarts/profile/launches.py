@@ -489,7 +489,7 @@ def _measure(step, model, architect, *, warmup: int, repeats: int, backend: str)
 
 
 def _classes(space: str, impl: str):
-    from ..search.cnn import model_classes
+    from ..search.models import model_classes
 
     if impl not in ("reference", "fused"):
         raise ValueError(f"impl must be 'reference' or 'fused', got {impl!r}")

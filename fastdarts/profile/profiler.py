@@ -53,7 +53,7 @@ from dataclasses import asdict, replace
 
 import torch
 
-from ..search.engine import Callback
+from ..loop.engine import Callback
 
 SCHEMA_VERSION = 1
 PHASES = ("data", "virtual_step", "validation", "w_plus", "w_minus", "alpha_update", "weight_step",

@@ -6,9 +6,8 @@ state (python, numpy, torch CPU, torch CUDA when present) and the data loaders'
 ``state_dict()``.  Resuming from it continues the search exactly: on the CPU the
 alphas and weights are bitwise those of a search that was never stopped.
 
-The write goes to a temporary file in the same directory and is renamed over the
-old one (``os.replace`` is atomic on POSIX and Windows), so a crash or a full disk
-mid-write leaves the previous checkpoint intact.  Reading checks the format and
+The write is atomic (:func:`fastdarts.loop.state.atomic_save`), so a crash or a
+full disk mid-write leaves the previous checkpoint intact.  Reading checks the format and
 that the checkpoint fits the search (configuration, alpha shapes, weight names and
 shapes, optimizer groups) before touching anything, and says which file and what
 differs."""
@@ -16,65 +15,22 @@ differs."""
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
 import torch
 
-from .engine import Callback
+from .. import distributed
+from ..loop.engine import Callback
+from ..loop.state import (
+    CheckpointError,
+    atomic_save,
+    rank_rng_states,
+    read_checkpoint,
+    rng_states,
+    set_rng_states,
+    set_torch_rng_states,
+)
 
 FORMAT = "fastdarts-search-checkpoint-v1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this search."""
-
-
-def torch_rng_states() -> dict:
-    """torch's CPU and CUDA RNG states: what differs between the ranks of a
-    data-parallel run (python's and numpy's are seeded alike on every rank)."""
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_torch_rng_states(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), **torch_rng_states()}
-
-
-def rank_rng_states() -> list | None:
-    """Every rank's torch RNG states, gathered (a collective: every rank calls it);
-    None in a single process.  A data-parallel search draws different dropout masks
-    on each rank, so an exact resume needs them all."""
-    from .. import distributed
-
-    if distributed.world()[1] == 1:
-        return None
-    return distributed.gather_objects(torch_rng_states())
-
-
-def set_rng_states(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    set_torch_rng_states(s)
-
-
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: a crash mid-write
-    leaves the previous checkpoint untouched."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def state_of(e) -> dict:
@@ -102,15 +58,8 @@ def load_checkpoint(path: str) -> dict:
     """Read a checkpoint written by :class:`Checkpoint` (on the CPU); CheckpointError
     naming the file when it is missing, truncated or not one of ours.  It is a pickle
     (the RNG states are not plain tensors): load only checkpoints you trust."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path!r} is not a readable checkpoint ({type(exc).__name__}: {exc}); "
-                              "it may be truncated: use an earlier one or start afresh") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r} is not a fastdarts search checkpoint ({FORMAT})")
+    state = read_checkpoint(path, FORMAT, what="fastdarts search checkpoint",
+                            start_afresh="start afresh")
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path!r} is incomplete: it lacks {', '.join(missing)}")
@@ -172,8 +121,6 @@ def restore(e, state: dict, path: str = "checkpoint") -> None:
         ld.load_state_dict(state["loaders"][k])
     set_rng_states(state["rng"])
     if state.get("rng_ranks"):  # a data-parallel checkpoint (same world size: config_key)
-        from .. import distributed
-
         set_torch_rng_states(state["rng_ranks"][distributed.world()[0]])
     e.start_epoch = state["epoch"]
     e.global_step = state["global_step"]
@@ -196,10 +143,8 @@ class Checkpoint(Callback):
         if not getattr(e, "epoch_complete", True):
             return
         if (e.epoch + 1) % self.every == 0 or e.epoch + 1 == e.epochs:
-            from .callbacks import _is_rank0
-
             ranks = rank_rng_states()  # every rank takes part
-            if _is_rank0():
+            if distributed.is_rank0():
                 state = state_of(e)
                 if ranks is not None:
                     state["rng_ranks"] = ranks

@@ -4,55 +4,59 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from .. import distributed
 from .. import genotypes as G
+from ..config import setting
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
+from ..loop import callbacks as loop_cb
+from ..loop.engine import Engine
+from ..loop.state import seed_everything
 from . import callbacks as cb
+from . import outputs
 from .checkpoint import Checkpoint, load_checkpoint, restore
-from .engine import Callback, Engine
-
-# The embedded default (digits, 16x16) is tiny: these settings make the whole
-# default search finish in about a minute on a 2-core CPU.
-DIGITS_DEFAULTS = {"init_channels": 4, "layers": 3, "batch_size": 64, "epochs": 3}
-
+from .models import model_classes
 
 @dataclass
 class CNNSearchConfig:
-    data: str | None = None              # CIFAR-10 root; None: the embedded digits
-    batch_size: int = 64
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    report_freq: int = 50
-    epochs: int = 50
-    init_channels: int = 16
-    layers: int = 8
-    save: str = "search-cnn"
-    seed: int = 2
-    grad_clip: float = 5.0
-    train_portion: float = 0.5
-    unrolled: bool = False
-    arch_learning_rate: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    impl: str = "fused"                  # fused (fastdarts.nn + fastdarts.Architect) or reference
-    device: str | None = None
-    resume: str | None = None
-    cuda_graph: bool = False
-    channels_last: bool = False
-    amp: str = "none"                    # "bf16": bfloat16 autocast for every forward (fused only)
-    quiet: bool = False
-    max_steps_per_epoch: int | None = None  # cut epochs short (tests, smoke runs)
+    """The original cnn/train_search.py's settings; ``small``: the embedded default
+    (digits, 16x16), sized so that the whole search takes about a minute on 2 CPU cores."""
+
+    data: str | None = setting(None, "CIFAR-10 root (holding cifar-10-batches-py); "
+                               "without it, the embedded scikit-learn digits")
+    batch_size: int = setting(64, "batch size (per rank)")
+    learning_rate: float = setting(0.025, "initial weight learning rate")
+    learning_rate_min: float = setting(0.001, "final learning rate of the cosine schedule")
+    momentum: float = setting(0.9, "weight momentum")
+    weight_decay: float = setting(3e-4, "weight decay")
+    report_freq: int = setting(50, "steps between progress lines")
+    epochs: int = setting(50, "search epochs", small=3)
+    init_channels: int = setting(16, "channels of the first cell", small=4)
+    layers: int = setting(8, "cells in the network", small=3)
+    save: str = setting("search-cnn", "output directory")
+    seed: int = setting(2, "random seed")
+    grad_clip: float = setting(5.0, "gradient clipping norm")
+    train_portion: float = setting(0.5, "share of the training set for the weights (the rest "
+                                   "trains the architecture)")
+    unrolled: bool = setting(False, "second-order architecture gradient")
+    arch_learning_rate: float = setting(3e-4, "architecture learning rate (Adam)")
+    arch_weight_decay: float = setting(1e-3, "architecture weight decay")
+    impl: str = setting("fused", "fused (fastdarts.nn + fastdarts.Architect) or the reference port",
+                        choices=("fused", "reference"))
+    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
+    resume: str | None = setting(None, "checkpoint.pt to resume from")
+    cuda_graph: bool = setting(False, "capture each search step in a CUDA graph")
+    channels_last: bool = setting(False, "channels_last memory format")
+    amp: str = setting("none", "bfloat16 autocast for every forward (weights, alphas and losses "
+                       "stay float32; fused only)", choices=("none", "bf16"))
+    quiet: bool = setting(False, "print nothing")
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)")
 
 
 class CNNSearch(Engine):
@@ -109,56 +113,11 @@ def _close_finished_pass(loader) -> None:
         loader.load_state_dict(state)
 
 
-class DataParallel(Callback):
-    """Average the weight gradients over the ranks before clipping (one collective
-    through the Architect's flat buffer); check at each epoch end that alphas and
-    weights are still identical everywhere."""
-
-    order = -5  # before GradClip
-
-    def after_backward(self, e):
-        distributed.all_reduce_weight_grads_(e.architect)
-
-    def epoch_end(self, e):
-        distributed.check_in_sync(e.model)
-
-
 def shard(data, rank: int, world_size: int):
     """Rank ``rank``'s strided share of ``data``, all shares of one length (at most
     world_size - 1 images dropped): every rank then takes the same number of steps,
     where unequal shards would leave one rank waiting in a collective."""
     return data.subset(slice(rank, len(data) // world_size * world_size, world_size))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def model_classes(space: str, impl: str):
-    """(search model class, Architect class) for ``space`` cnn|rnn and ``impl``
-    fused (fastdarts.nn + fastdarts.Architect) or reference (the port of the original).
-
-    If the fused classes cannot be imported (a partial install or checkout), says so
-    once and falls back to the reference classes, which compute the same search."""
-    if impl not in ("fused", "reference"):
-        raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
-    if impl == "fused":
-        try:
-            from .. import nn as fused
-            from ..architect import Architect
-
-            return (fused.Network if space == "cnn" else fused.RNNModelSearch), Architect
-        except (ImportError, AttributeError) as exc:
-            warnings.warn(f"the fused search classes are not importable ({type(exc).__name__}: {exc}); "
-                          "using the reference implementation instead (pass --impl reference / "
-                          "impl='reference' to choose it explicitly)", RuntimeWarning, stacklevel=2)
-    from ..reference import cnn, rnn
-
-    return (cnn.Network, cnn.Architect) if space == "cnn" else (rnn.RNNModelSearch, rnn.Architect)
 
 
 def _note_previous_outputs(save: str, quiet: bool) -> None:
@@ -217,18 +176,18 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     if not cfg.resume:
         _note_previous_outputs(cfg.save, cfg.quiet)
     os.makedirs(cfg.save, exist_ok=True)
-    cbs = [cb.CosineLR(cfg.learning_rate, cfg.learning_rate_min, cfg.epochs),
-           cb.ArchitectureUpdate(), cb.TrainMetrics(), cb.Validation(evaluate),
-           cb.Logger(cfg.report_freq, quiet=cfg.quiet), cb.GenotypeLog(cfg.save),
-           cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save, quiet=cfg.quiet), cb.TensorBoard(cfg.save),
-           Checkpoint(cfg.save), *callbacks]
+    cbs = [loop_cb.CosineLR(cfg.learning_rate, cfg.learning_rate_min, cfg.epochs),
+           cb.ArchitectureUpdate(), loop_cb.TrainMetrics(), loop_cb.Validation(evaluate),
+           cb.Logger(cfg.report_freq, quiet=cfg.quiet), outputs.GenotypeLog(cfg.save),
+           outputs.CellDrawing(cfg.save), outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
+           loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
     if fused_step is None and cfg.grad_clip:
-        cbs.append(cb.GradClip(cfg.grad_clip))
+        cbs.append(loop_cb.GradClip(cfg.grad_clip))
     if world_size > 1:
         if fused_step is not None:
             raise ValueError("--cuda_graph is not supported with several ranks yet")
         distributed.make_data_parallel(architect)
-        cbs.append(DataParallel())
+        cbs.append(cb.DataParallel())
     engine = CNNSearch(model, architect, optimizer, train, valid, epochs=cfg.epochs,
                        unrolled=cfg.unrolled, device=device, callbacks=cbs, lr=cfg.learning_rate,
                        max_steps_per_epoch=cfg.max_steps_per_epoch, fused_step=fused_step)

@@ -22,62 +22,60 @@ import torch.nn.functional as F
 
 from .. import distributed
 from .. import genotypes as G
+from ..config import setting
 from ..data import Corpus, batchify, get_batch, pydoc_corpus
+from ..loop import callbacks as loop_cb
+from ..loop.engine import Callback, Engine
+from ..loop.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
+from ..loop.state import seed_everything
 from . import callbacks as cb
+from . import outputs
 from .checkpoint import Checkpoint, load_checkpoint, restore
-from .cnn import DataParallel, model_classes, seed_everything
-from .engine import Callback, Engine
-
-# The embedded default (Python's help texts, ~95k training tokens): small enough
-# for a search of about a minute on a 2-core CPU.
-PYDOC_DEFAULTS = {"emsize": 32, "nhid": 32, "nhidlast": 32, "batch_size": 32, "bptt": 20,
-                  "epochs": 2, "max_steps_per_epoch": 25}
-
+from .models import model_classes
 
 @dataclass
 class RNNSearchConfig:
-    data: str | None = None          # PTB directory; None: the embedded pydoc corpus
-    emsize: int = 300
-    nhid: int = 300
-    nhidlast: int = 300
-    lr: float = 20.0
-    clip: float = 0.25
-    epochs: int = 50
-    batch_size: int = 256
-    bptt: int = 35
-    dropout: float = 0.75
-    dropouth: float = 0.25
-    dropoutx: float = 0.75
-    dropouti: float = 0.2
-    dropoute: float = 0.0
-    seed: int = 3
-    log_interval: int = 50
-    save: str = "search-rnn"
-    alpha: float = 0.0
-    beta: float = 1e-3
-    wdecay: float = 5e-7
-    unrolled: bool = False
-    arch_wdecay: float = 1e-3
-    arch_lr: float = 3e-3
-    impl: str = "fused"
-    device: str | None = None
-    resume: str | None = None
-    quiet: bool = False
-    eval_batch_size: int = 10
-    max_steps_per_epoch: int | None = None
-    # second order: "original" keeps the tied embedding un-stepped in the unrolled
-    # model as the original does; "consistent" steps it (see fastdarts.RNNArchitect)
-    tied_embedding_step: str = "original"
-    # CUDA, --impl fused: each step captured in a CUDA graph, one per sequence length
-    # met, at most max_graphs (fastdarts.rnn_step.RNNSearchStep); eager beyond that
-    cuda_graph: bool = False
-    max_graphs: int = 8
+    """The original rnn/train_search.py's settings; ``small``: the embedded default
+    (Python's help texts, ~95k training tokens), a search of about a minute on 2 CPU cores."""
 
-
-def repackage_hidden(h):
-    if isinstance(h, torch.Tensor):
-        return h.detach()
-    return [repackage_hidden(v) for v in h]
+    data: str | None = setting(None, "directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt; "
+                               "without it, the embedded corpus of Python's help texts")
+    emsize: int = setting(300, "embedding size", small=32)
+    nhid: int = setting(300, "hidden size", small=32)
+    nhidlast: int = setting(300, "size of the last hidden layer", small=32)
+    lr: float = setting(20.0, "initial learning rate")
+    clip: float = setting(0.25, "gradient clipping norm")
+    epochs: int = setting(50, "search epochs", small=2)
+    batch_size: int = setting(256, "batch size (per rank)", small=32)
+    bptt: int = setting(35, "sequence length", small=20)
+    dropout: float = setting(0.75, "dropout of the RNN output")
+    dropouth: float = setting(0.25, "dropout of the hidden states")
+    dropoutx: float = setting(0.75, "dropout of the input to the cell")
+    dropouti: float = setting(0.2, "dropout of the embedding output")
+    dropoute: float = setting(0.0, "dropout of whole words in the embedding")
+    seed: int = setting(3, "random seed")
+    log_interval: int = setting(50, "steps between progress lines", flags=("--log-interval",))
+    save: str = setting("search-rnn", "output directory")
+    alpha: float = setting(0.0, "activation regularisation")
+    beta: float = setting(1e-3, "temporal activation regularisation")
+    wdecay: float = setting(5e-7, "weight decay")
+    unrolled: bool = setting(False, "second-order architecture gradient")
+    arch_wdecay: float = setting(1e-3, "architecture weight decay")
+    arch_lr: float = setting(3e-3, "architecture learning rate (Adam)")
+    impl: str = setting("fused", "fused (fastdarts.nn + fastdarts.Architect) or the reference port",
+                        choices=("fused", "reference"))
+    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
+    resume: str | None = setting(None, "checkpoint.pt to resume from")
+    quiet: bool = setting(False, "print nothing")
+    eval_batch_size: int = setting(10, "validation batch size", cli=False)
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25)
+    tied_embedding_step: str = setting(
+        "original", "second order: 'original' keeps the tied embedding/decoder weight un-stepped "
+        "in the unrolled model, as the original's state_dict reload does; 'consistent' steps it "
+        "like every other weight (see fastdarts.RNNArchitect)", choices=("original", "consistent"))
+    cuda_graph: bool = setting(False, "capture each search step in a CUDA graph, one per sequence "
+                               "length met, at most max_graphs (fastdarts.rnn_step.RNNSearchStep)")
+    max_graphs: int = setting(8, "CUDA graphs kept at most; eager steps beyond", cli=False)
 
 
 class RNNSearch(Engine):
@@ -148,21 +146,6 @@ class HiddenStates(Callback):
         e.hidden_valid = e.model.init_hidden(e.cfg.batch_size)
 
 
-class SequenceLengthLR(Callback):
-    """lr x seq_len / bptt for this batch (the architect's eta included), restored after."""
-
-    order = -30
-
-    def batch_begin(self, e):
-        seq_len = e.batch[0]
-        for g in e.optimizer.param_groups:
-            g["lr"] = e.lr * seq_len / e.cfg.bptt
-
-    def batch_end(self, e):
-        for g in e.optimizer.param_groups:
-            g["lr"] = e.lr
-
-
 class RNNArchitectureUpdate(Callback):
     order = -10
 
@@ -175,22 +158,6 @@ class RNNArchitectureUpdate(Callback):
         e.hidden_valid, e.arch_grad_norm = e.architect.step(
             e.hidden, data, targets, e.hidden_valid, data_valid, targets_valid.reshape(-1),
             e.optimizer, e.unrolled)
-
-
-class RNNTrainMetrics(Callback):
-    def epoch_begin(self, e):
-        self.total = torch.zeros((), device=e.device)
-        self.n = 0
-
-    def batch_end(self, e):
-        self.total += e.loss
-        self.n += 1
-
-    def epoch_end(self, e):
-        if self.n:
-            loss = self.total.item() / self.n
-            e.metrics["train_loss"] = loss
-            e.metrics["train_ppl"] = math.exp(min(loss, 50))
 
 
 class RNNValidation(Callback):
@@ -262,13 +229,13 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [HiddenStates(), SequenceLengthLR(), RNNArchitectureUpdate(), RNNTrainMetrics(),
            RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),
-           cb.GenotypeLog(cfg.save), cb.CellDrawing(cfg.save), cb.AlphaPlot(cfg.save),
-           cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
+           outputs.GenotypeLog(cfg.save), outputs.CellDrawing(cfg.save), outputs.AlphaPlot(cfg.save),
+           loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
     if fused_step is None:
-        cbs.insert(4, cb.GradClip(cfg.clip))
+        cbs.insert(4, loop_cb.GradClip(cfg.clip))
     if world_size > 1:
         distributed.make_data_parallel(architect)
-        cbs.append(DataParallel())
+        cbs.append(cb.DataParallel())
     engine = RNNSearch(model, architect, optimizer, train_data, search_data, cfg=cfg, device=device,
                        callbacks=cbs)
     engine.fused_step = fused_step

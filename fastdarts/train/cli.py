@@ -1,49 +1,27 @@
-"""``fastdarts train cnn|rnn``: train a genotype from scratch, with the original
-train.py flags and defaults (plugged into fastdarts.cli through PLUGINS).
+"""``fastdarts train cnn|rnn`` (the original train.py, flags and defaults generated
+from :class:`CNNTrainConfig` / :class:`RNNTrainConfig`) and ``fastdarts test cnn|rnn``
+(the original test.py: test accuracy / perplexity of a trained network).
 
 Data parallel: ``torchrun --nproc_per_node=N -m fastdarts train cnn|rnn ...`` (N
 ranks, --batch_size per rank, gradients averaged; rank 0 prints and writes)."""
 
 from __future__ import annotations
 
-import argparse
 import os
+
+from .. import config
+from .cnn import CNNTrainConfig
+from .rnn import RNNTrainConfig
 
 
 def _cnn_parser(sub):
     p = sub.add_parser("cnn", help="train a CNN genotype (CIFAR-10, or the embedded digits without --data)",
                        description="The original cnn/train.py. The paper's run: --data DIR (auxiliary "
                        "head and cutout are on by default; --no-auxiliary / --no-cutout turn them off).")
-    p.add_argument("--genotype", "--arch", dest="genotype", default="DARTS_V2",
-                   help="published name (DARTS_V1, DARTS_V2, DARTS) or a genotype JSON file")
-    p.add_argument("--data", default=None, help="CIFAR-10 root (holding cifar-10-batches-py)")
-    p.add_argument("--batch_size", type=int, default=None, help="96 (96 on the embedded default)")
-    p.add_argument("--learning_rate", type=float, default=0.025)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight_decay", type=float, default=3e-4)
-    p.add_argument("--report_freq", type=int, default=50, help="unused (one line per epoch)")
-    p.add_argument("--gpu", type=int, default=None, help="GPU index (the original's flag)")
-    p.add_argument("--epochs", type=int, default=None, help="600 (3 on the embedded default)")
-    p.add_argument("--init_channels", type=int, default=None, help="36 (8 on the embedded default)")
-    p.add_argument("--layers", type=int, default=None, help="20 (5 on the embedded default)")
-    p.add_argument("--model_path", default="saved_models", help="unused (the original's flag)")
-    p.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, default=None,
-                   help="auxiliary tower (default on; off on the embedded 16x16 digits, where "
-                        "--auxiliary loads them at 32x32)")
-    p.add_argument("--auxiliary_weight", type=float, default=0.4)
-    p.add_argument("--cutout", action=argparse.BooleanOptionalAction, default=True,
-                   help="Cutout augmentation (default on)")
-    p.add_argument("--cutout_length", type=int, default=None, help="16 (8 on the embedded default)")
-    p.add_argument("--drop_path_prob", type=float, default=0.2)
-    p.add_argument("--save", default="eval-cnn", help="output directory (checkpoint.pt)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grad_clip", type=float, default=5.0)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--channels_last", action="store_true")
-    p.add_argument("--resume", default=None, help="checkpoint.pt to resume from")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cut epochs short")
-    p.add_argument("--quiet", action="store_true")
+    config.add_flags(p, CNNTrainConfig)
+    config.add_run_flags(p, backend=False)
+    for flag, typ in (("--model_path", str), ("--report_freq", int)):
+        p.add_argument(flag, type=typ, default=None, help="unused (the original's flag)")
     return p
 
 
@@ -54,24 +32,19 @@ def _rank(device: str | None) -> int:
     return setup_distributed(pick_device(device))[1]
 
 
-def run_train_cnn(a) -> int:
+def _check_genotype(a, space: str) -> None:
     from .. import genotypes as G
-    from .cnn import DIGITS_DEFAULTS, CNNTrainConfig, train_cnn
 
-    G.resolve(a.genotype, "cnn")  # a bad name or file fails before any work
+    G.resolve(a.genotype or "DARTS_V2", space)  # a bad name or file fails before any work
+
+
+def run_train_cnn(a) -> int:
+    from .cnn import train_cnn
+
+    _check_genotype(a, "cnn")
     small = a.data is None
-    defaults = {"batch_size": 96, "epochs": 600, "init_channels": 36, "layers": 20, "auxiliary": True,
-                "cutout_length": 16}
-    if small:
-        defaults.update(DIGITS_DEFAULTS)
-    chosen = {k: getattr(a, k) if getattr(a, k) is not None else v for k, v in defaults.items()}
-    cfg = CNNTrainConfig(
-        genotype=a.genotype, data=a.data, learning_rate=a.learning_rate, momentum=a.momentum,
-        weight_decay=a.weight_decay, auxiliary_weight=a.auxiliary_weight, cutout=a.cutout,
-        drop_path_prob=a.drop_path_prob, save=a.save, seed=a.seed, grad_clip=a.grad_clip, bf16=a.bf16,
-        channels_last=a.channels_last, resume=a.resume, quiet=a.quiet,
-        device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
-        max_steps_per_epoch=a.max_steps_per_epoch, **chosen)
+    cfg = config.from_args(CNNTrainConfig, a, small=small, device=config.device_of(a))
+    config.set_threads(a, cpu_default_one=False)
     rank = _rank(cfg.device)
     if small and not a.quiet and rank == 0:
         size = 32 if cfg.auxiliary else 16
@@ -92,63 +65,21 @@ def run_train_cnn(a) -> int:
 def _rnn_parser(sub):
     p = sub.add_parser("rnn", help="train a recurrent genotype (PTB, or Python's help texts without --data)",
                        description="The original rnn/train.py.")
-    p.add_argument("--genotype", "--arch", dest="genotype", default="DARTS_V2",
-                   help="published name (DARTS_V1, DARTS_V2, DARTS) or a genotype JSON file")
-    p.add_argument("--data", default=None, help="directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt")
-    for name, default, small in (("emsize", 850, 32), ("nhid", 850, 32), ("nhidlast", 850, 32),
-                                 ("epochs", 8000, 3), ("batch_size", 64, 32), ("bptt", 35, 20)):
-        p.add_argument(f"--{name}", type=int, default=None,
-                       help=f"{default} ({small} on the embedded default)")
-    p.add_argument("--lr", type=float, default=20.0)
-    p.add_argument("--clip", type=float, default=0.25)
-    p.add_argument("--dropout", type=float, default=0.75)
-    p.add_argument("--dropouth", type=float, default=0.25)
-    p.add_argument("--dropoutx", type=float, default=0.75)
-    p.add_argument("--dropouti", type=float, default=0.2)
-    p.add_argument("--dropoute", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=1267)
-    p.add_argument("--nonmono", type=int, default=5)
-    p.add_argument("--log-interval", dest="log_interval", type=int, default=200)
-    p.add_argument("--save", default="eval-rnn", help="output directory (checkpoint.pt, best.pt)")
-    p.add_argument("--alpha", type=float, default=0.0, help="activation regularisation")
-    p.add_argument("--beta", type=float, default=1e-3, help="temporal activation regularisation")
-    p.add_argument("--wdecay", type=float, default=8e-7)
+    config.add_flags(p, RNNTrainConfig)
+    config.add_run_flags(p, backend=False)
     p.add_argument("--continue_train", action="store_true", help="resume from <save>/checkpoint.pt")
-    p.add_argument("--small_batch_size", type=int, default=-1)
-    p.add_argument("--max_seq_len_delta", type=int, default=20)
-    p.add_argument("--gpu", type=int, default=None, help="GPU index (the original's flag)")
-    p.add_argument("--eval_batch_size", type=int, default=10)
-    p.add_argument("--test_batch_size", type=int, default=None, help="1 (10 on the embedded default)")
-    p.add_argument("--resume", default=None, help="checkpoint.pt to resume from")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--max_steps_per_epoch", type=int, default=None,
-                   help="cut epochs short (25 on the embedded default)")
-    p.add_argument("--quiet", action="store_true")
     return p
 
 
 def run_train_rnn(a) -> int:
-    from .. import genotypes as G
-    from .rnn import PYDOC_DEFAULTS, RNNTrainConfig, train_rnn
+    from .rnn import train_rnn
 
-    G.resolve(a.genotype, "rnn")  # a bad name or file fails before any work
+    _check_genotype(a, "rnn")
     small = a.data is None
-    sized = ("emsize", "nhid", "nhidlast", "epochs", "batch_size", "bptt", "max_steps_per_epoch",
-             "test_batch_size")
-    defaults = {"emsize": 850, "nhid": 850, "nhidlast": 850, "epochs": 8000, "batch_size": 64, "bptt": 35,
-                "max_steps_per_epoch": None, "test_batch_size": 1}
-    if small:
-        defaults.update(PYDOC_DEFAULTS)
-    chosen = {k: getattr(a, k) if getattr(a, k) is not None else defaults[k] for k in sized}
-    resume = a.resume or (os.path.join(a.save, "checkpoint.pt") if a.continue_train else None)
-    cfg = RNNTrainConfig(
-        genotype=a.genotype, data=a.data, lr=a.lr, clip=a.clip, dropout=a.dropout, dropouth=a.dropouth,
-        dropoutx=a.dropoutx, dropouti=a.dropouti, dropoute=a.dropoute, seed=a.seed, nonmono=a.nonmono,
-        log_interval=a.log_interval, save=a.save, alpha=a.alpha, beta=a.beta, wdecay=a.wdecay,
-        small_batch_size=a.small_batch_size, max_seq_len_delta=a.max_seq_len_delta,
-        eval_batch_size=a.eval_batch_size, resume=resume,
-        device=a.device if a.device else (f"cuda:{a.gpu}" if a.gpu is not None else None),
-        quiet=a.quiet, **chosen)
+    save = a.save or config.defaults(RNNTrainConfig)["save"]
+    resume = a.resume or (os.path.join(save, "checkpoint.pt") if a.continue_train else None)
+    cfg = config.from_args(RNNTrainConfig, a, small=small, device=config.device_of(a), resume=resume)
+    config.set_threads(a, cpu_default_one=False)
     rank = _rank(cfg.device)
     if small and not a.quiet and rank == 0:
         print("no --data given: training on the embedded default (Python's help texts) with "
@@ -164,8 +95,52 @@ def run_train_rnn(a) -> int:
     return 0
 
 
+def run_test_cnn(a) -> int:
+    from .cnn import test_cnn
+
+    r = test_cnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size)
+    print(f"param size = {r['params_M']:.6f} MB")
+    print(f"test_acc {100 * r['test_acc']:.2f}% ({r['n']} images of {r['data']}); "
+          f"test_loss {r['test_loss']:.4f}")
+    return 0
+
+
+def run_test_rnn(a) -> int:
+    from .rnn import test_rnn
+
+    r = test_rnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size, bptt=a.bptt)
+    print(f"param size: {r['params_M']:.6f} M")
+    print(f"test loss {r['test_loss']:.4f} | test ppl {r['test_ppl']:.2f} ({r['n_tokens']} tokens)")
+    return 0
+
+
 def add_parser(top) -> None:
+    """Register ``train cnn|rnn``."""
     train = top.add_parser("train", help="train a genotype from scratch (evaluation)")
     sub = train.add_subparsers(dest="space", required=True)
     _cnn_parser(sub).set_defaults(run=run_train_cnn)
     _rnn_parser(sub).set_defaults(run=run_train_rnn)
+
+
+def add_test_parser(top) -> None:
+    """Register ``test cnn|rnn``."""
+    test = top.add_parser("test", help="test a trained network (accuracy / perplexity)")
+    sub = test.add_subparsers(dest="space", required=True)
+    p = sub.add_parser("cnn", help="test accuracy of a network trained with fastdarts train cnn")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by fastdarts train cnn")
+    p.add_argument("--data", default=None,
+                   help="CIFAR-10 root (its test batch); without it, the held-out digits for a model "
+                        "trained on the embedded default")
+    p.add_argument("--batch_size", type=int, default=96)
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=run_test_cnn)
+    p = sub.add_parser("rnn", help="test perplexity of a model trained with fastdarts train rnn")
+    p.add_argument("--checkpoint", required=True,
+                   help="best.pt or checkpoint.pt written by fastdarts train rnn")
+    p.add_argument("--data", default=None,
+                   help="PTB directory (default: the one it was trained on, or the embedded corpus)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="test batch size: 1 as the original (10 on the embedded corpus)")
+    p.add_argument("--bptt", type=int, default=None, help="default: the training bptt")
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=run_test_rnn)

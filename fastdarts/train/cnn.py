@@ -28,11 +28,11 @@ import torch.nn.functional as F
 
 from .. import distributed
 from .. import genotypes as G
+from ..config import setting
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
-from ..search import callbacks as cb
-from ..search.checkpoint import CheckpointError, set_rng_states
-from ..search.cnn import seed_everything
-from ..search.engine import Callback, Engine
+from ..loop import callbacks as cb
+from ..loop.engine import Callback, Engine
+from ..loop.state import CheckpointError, seed_everything, set_rng_states
 from .augment import TrainLoader
 from .common import (
     TrainCheckpoint,
@@ -51,39 +51,42 @@ from .model_cnn import NetworkCIFAR, count_parameters_in_MB
 # default run take about a minute on a 2-core CPU.  The auxiliary head pools 5x5
 # windows of the 2/3-depth feature map, so it needs 32x32 inputs: with --auxiliary
 # the digits are loaded at 32x32.
-DIGITS_DEFAULTS = {"init_channels": 8, "layers": 5, "batch_size": 96, "epochs": 3, "auxiliary": False,
-                   "cutout_length": 8}
 DIGITS_TRAIN_PORTION = 0.8
 
 
 @dataclass
 class CNNTrainConfig:
-    """The original train.py's settings (the paper's: auxiliary and cutout on)."""
+    """The original train.py's settings (the paper's: auxiliary and cutout on);
+    ``small``: the embedded default (digits, 16x16; 80% train / 20% held out)."""
 
-    genotype: str | G.Genotype = "DARTS_V2"  # published name, JSON file, or a Genotype
-    data: str | None = None                  # CIFAR-10 root; None: the embedded digits
-    batch_size: int = 96
-    learning_rate: float = 0.025
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    epochs: int = 600
-    init_channels: int = 36
-    layers: int = 20
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    cutout: bool = True
-    cutout_length: int = 16
-    drop_path_prob: float = 0.2
-    save: str = "eval-cnn"
-    seed: int = 0
-    grad_clip: float = 5.0
-    bf16: bool = False                       # bfloat16 autocast (CUDA or CPU)
-    channels_last: bool = False
-    device: str | None = None
-    resume: str | None = None
-    quiet: bool = False
-    max_steps_per_epoch: int | None = None   # cut epochs short (tests, smoke runs)
-    eval_batch_size: int = 256
+    genotype: str | G.Genotype = setting(
+        "DARTS_V2", "published name (DARTS_V1, DARTS_V2, DARTS) or a genotype JSON file",
+        flags=("--arch",))
+    data: str | None = setting(None, "CIFAR-10 root (holding cifar-10-batches-py); without it, "
+                               "the embedded scikit-learn digits")
+    batch_size: int = setting(96, "batch size (per rank)")
+    learning_rate: float = setting(0.025, "initial learning rate (cosine to 0)")
+    momentum: float = setting(0.9, "momentum")
+    weight_decay: float = setting(3e-4, "weight decay")
+    epochs: int = setting(600, "training epochs", small=3)
+    init_channels: int = setting(36, "channels of the first cell", small=8)
+    layers: int = setting(20, "cells in the network", small=5)
+    auxiliary: bool = setting(True, "auxiliary tower (on the embedded digits, --auxiliary loads "
+                              "them at 32x32)", small=False)
+    auxiliary_weight: float = setting(0.4, "weight of the auxiliary loss")
+    cutout: bool = setting(True, "Cutout augmentation")
+    cutout_length: int = setting(16, "Cutout square side", small=8)
+    drop_path_prob: float = setting(0.2, "drop-path probability (ramped up over the epochs)")
+    save: str = setting("eval-cnn", "output directory (checkpoint.pt)")
+    seed: int = setting(0, "random seed")
+    grad_clip: float = setting(5.0, "gradient clipping norm")
+    bf16: bool = setting(False, "bfloat16 autocast (CUDA or CPU)")
+    channels_last: bool = setting(False, "channels_last memory format")
+    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
+    resume: str | None = setting(None, "checkpoint.pt to resume from")
+    quiet: bool = setting(False, "print nothing")
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)")
+    eval_batch_size: int = setting(256, "test batch size", cli=False)
 
 
 def autocast(device: torch.device, bf16: bool):

@@ -23,15 +23,15 @@ import time
 import torch
 
 from .. import distributed
-from ..search.callbacks import _is_rank0
-from ..search.checkpoint import (
+from ..loop.engine import Callback
+from ..loop.state import (
     CheckpointError,
     atomic_save,
+    read_checkpoint,
     rng_states,
     set_torch_rng_states,
     torch_rng_states,
 )
-from ..search.engine import Callback
 
 FORMAT = "fastdarts-train-checkpoint-v1"
 
@@ -43,17 +43,9 @@ def pick_device(device: str | None) -> torch.device:
 def load_train_checkpoint(path: str, kind: str | None = None) -> dict:
     """A training checkpoint written by :class:`TrainCheckpoint` (or a best-model file),
     on the CPU; CheckpointError with the reason when it cannot be used."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path!r} is not a readable checkpoint ({type(exc).__name__}: {exc}); "
-                              "it may be truncated: use an earlier one or train afresh") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r} is not a fastdarts training checkpoint ({FORMAT}); "
-                              "write one with fastdarts train cnn|rnn")
+    state = read_checkpoint(path, FORMAT, what="fastdarts training checkpoint",
+                            start_afresh="train afresh",
+                            write_one="; write one with fastdarts train cnn|rnn")
     if kind is not None and state.get("kind") != kind:
         raise CheckpointError(f"{path!r} holds a trained {state.get('kind')} model, not a {kind} one")
     return state
@@ -209,7 +201,7 @@ class TrainCheckpoint(Callback):
             return
         world = distributed.world()[1]
         ranks = distributed.gather_objects(rank_state(e)) if world > 1 else None  # every rank takes part
-        if _is_rank0():
+        if distributed.is_rank0():
             state = e.state_dict()
             if ranks is not None:
                 state["ranks"] = ranks
@@ -226,7 +218,7 @@ class TrainLogger(Callback):
         self.stream = stream or sys.stdout
 
     def _print(self, *a):
-        if not self.quiet and _is_rank0():
+        if not self.quiet and distributed.is_rank0():
             print(*a, file=self.stream, flush=True)
 
     def search_begin(self, e):

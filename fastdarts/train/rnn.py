@@ -35,14 +35,14 @@ import torch.nn.functional as F
 
 from .. import distributed
 from .. import genotypes as G
+from .. import config
+from ..config import setting
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
 from ..reference.rnn.model_search import DARTSCell, RNNModel
-from ..search import callbacks as cb
-from ..search.callbacks import _is_rank0
-from ..search.checkpoint import CheckpointError, atomic_save, set_rng_states
-from ..search.cnn import seed_everything
-from ..search.engine import Callback, Engine
-from ..search.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
+from ..loop import callbacks as cb
+from ..loop.engine import Callback, Engine
+from ..loop.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
+from ..loop.state import CheckpointError, atomic_save, seed_everything, set_rng_states
 from .common import (
     FORMAT,
     TrainCheckpoint,
@@ -59,44 +59,45 @@ from .common import (
 # The embedded default (Python's help texts, ~95k training tokens, 3,595 words).
 # Its test split is evaluated with batch 10 instead of the original's 1 (15k tokens one
 # at a time take most of a minute on a shared CPU).
-PYDOC_DEFAULTS = {"emsize": 32, "nhid": 32, "nhidlast": 32, "batch_size": 32, "bptt": 20, "epochs": 3,
-                  "max_steps_per_epoch": 25, "test_batch_size": 10}
-
-
 @dataclass
 class RNNTrainConfig:
-    """The original rnn/train.py's arguments and defaults."""
+    """The original rnn/train.py's arguments and defaults; ``small``: the embedded
+    default (Python's help texts)."""
 
-    genotype: str | G.RNNGenotype = "DARTS_V2"
-    data: str | None = None          # PTB directory; None: the embedded pydoc corpus
-    emsize: int = 850
-    nhid: int = 850
-    nhidlast: int = 850
-    lr: float = 20.0
-    clip: float = 0.25
-    epochs: int = 8000
-    batch_size: int = 64
-    bptt: int = 35
-    dropout: float = 0.75
-    dropouth: float = 0.25
-    dropoutx: float = 0.75
-    dropouti: float = 0.2
-    dropoute: float = 0.1
-    seed: int = 1267
-    nonmono: int = 5
-    log_interval: int = 200
-    save: str = "eval-rnn"
-    alpha: float = 0.0
-    beta: float = 1e-3
-    wdecay: float = 8e-7
-    small_batch_size: int = -1       # -1: the whole batch at once
-    max_seq_len_delta: int = 20
-    eval_batch_size: int = 10
-    test_batch_size: int = 1
-    device: str | None = None
-    resume: str | None = None
-    quiet: bool = False
-    max_steps_per_epoch: int | None = None
+    genotype: str | G.RNNGenotype = setting(
+        "DARTS_V2", "published name (DARTS_V1, DARTS_V2, DARTS) or a genotype JSON file",
+        flags=("--arch",))
+    data: str | None = setting(None, "directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt; "
+                               "without it, the embedded corpus of Python's help texts")
+    emsize: int = setting(850, "embedding size", small=32)
+    nhid: int = setting(850, "hidden size", small=32)
+    nhidlast: int = setting(850, "size of the last hidden layer", small=32)
+    lr: float = setting(20.0, "initial learning rate")
+    clip: float = setting(0.25, "gradient clipping norm")
+    epochs: int = setting(8000, "training epochs", small=3)
+    batch_size: int = setting(64, "batch size (per rank)", small=32)
+    bptt: int = setting(35, "sequence length", small=20)
+    dropout: float = setting(0.75, "dropout of the RNN output")
+    dropouth: float = setting(0.25, "dropout of the hidden states")
+    dropoutx: float = setting(0.75, "dropout of the input to the cell")
+    dropouti: float = setting(0.2, "dropout of the embedding output")
+    dropoute: float = setting(0.1, "dropout of whole words in the embedding")
+    seed: int = setting(1267, "random seed")
+    nonmono: int = setting(5, "epochs without improvement before switching to ASGD")
+    log_interval: int = setting(200, "steps between progress lines", flags=("--log-interval",))
+    save: str = setting("eval-rnn", "output directory (checkpoint.pt, best.pt)")
+    alpha: float = setting(0.0, "activation regularisation")
+    beta: float = setting(1e-3, "temporal activation regularisation")
+    wdecay: float = setting(8e-7, "weight decay")
+    small_batch_size: int = setting(-1, "split each batch into chunks of this size (-1: the whole "
+                                    "batch at once)")
+    max_seq_len_delta: int = setting(20, "largest sequence length beyond bptt")
+    eval_batch_size: int = setting(10, "validation batch size")
+    test_batch_size: int = setting(1, "test batch size", small=10)
+    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
+    resume: str | None = setting(None, "checkpoint.pt to resume from")
+    quiet: bool = setting(False, "print nothing")
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25)
 
 
 def build_rnn_model(genotype, model_args: dict) -> RNNModel:
@@ -289,7 +290,7 @@ class BestModel(Callback):
         if val_loss < e.stored_loss:
             e.stored_loss = val_loss
             averaged = is_asgd(e.optimizer)
-            if _is_rank0():
+            if distributed.is_rank0():
                 with averaged_weights(e.model, e.optimizer):
                     state = {"format": FORMAT, "kind": "rnn", "genotype": e.genotype_dict,
                              "model_args": e.model_args, "data": e.data_name, "epoch": e.epoch + 1,
@@ -414,7 +415,7 @@ def test_rnn(checkpoint: str, data: str | None = None, device=None, batch_size: 
                            f"{state['model_args']['ntoken']}: give the --data it was trained on")
     bptt = bptt or state.get("config", {}).get("bptt") or 35
     if batch_size is None:
-        batch_size = 1 if data else PYDOC_DEFAULTS["test_batch_size"]
+        batch_size = 1 if data else config.defaults(RNNTrainConfig, small=True)["test_batch_size"]
     test_data = batchify(corpus.test, batch_size, dev)
     loss = evaluate_rnn(model, test_data, bptt, batch_size)
     return {"test_loss": loss, "test_ppl": math.exp(min(loss, 50)),

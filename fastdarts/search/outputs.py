@@ -1,0 +1,190 @@
+"""The files a search writes: ``genotypes.jsonl`` and ``genotype.json``, the cells
+as Graphviz DOT (PNG and SVG when ``dot`` is installed), and ``alphas.png``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+
+from .. import distributed
+from ..loop.engine import Callback
+from .. import genotypes as G
+
+
+class GenotypeLog(Callback):
+    """<save>/genotypes.jsonl: one line per epoch; <save>/genotype.json: the final one.
+
+    At the start the file is rewritten to hold exactly the epochs before
+    ``start_epoch`` (none for a fresh search; on a resume the lines already there,
+    else those of ``engine.history``), so a rerun in the same directory or a resume
+    after a crash never leaves stale or doubled lines."""
+
+    order = 30
+
+    def __init__(self, save_dir: str):
+        self.save_dir = save_dir
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.save_dir, "genotypes.jsonl")
+
+    def search_begin(self, e):
+        if not distributed.is_rank0():
+            return
+        os.makedirs(self.save_dir, exist_ok=True)
+        kept = {}
+        if e.start_epoch and os.path.isfile(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a crash
+                    if isinstance(rec, dict) and isinstance(rec.get("epoch"), int):
+                        kept[rec["epoch"]] = rec
+        for row in e.history:
+            if "genotype" in row and row["epoch"] not in kept:
+                kept[row["epoch"]] = {"epoch": row["epoch"], **row["genotype"]}
+        with open(self.path, "w") as f:
+            for epoch in sorted(k for k in kept if k < e.start_epoch):
+                f.write(json.dumps(kept[epoch]) + "\n")
+
+    def epoch_end(self, e):
+        if distributed.is_rank0():
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"epoch": e.epoch, **G.to_dict(e.model.genotype())}) + "\n")
+
+    def search_end(self, e):
+        if distributed.is_rank0():
+            G.save_json(e.model.genotype(), os.path.join(self.save_dir, "genotype.json"))
+
+
+def genotype_dot(genotype, kind: str) -> str:
+    """Graphviz DOT text of one cell of a CNN genotype (``kind`` normal/reduce)."""
+    gene = getattr(genotype, kind)
+    concat = getattr(genotype, kind + "_concat")
+    lines = [f'digraph {kind} {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled"];',
+             '  "c_{k-2}" [fillcolor=darkseagreen2]; "c_{k-1}" [fillcolor=darkseagreen2];',
+             '  "c_{k}" [fillcolor=palegoldenrod];']
+    names = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(len(gene) // 2)]
+    for i in range(len(gene) // 2):
+        lines.append(f'  "{i}" [fillcolor=lightblue];')
+    for e, (op, j) in enumerate(gene):
+        lines.append(f'  "{names[j]}" -> "{e // 2}" [label="{op}"];')
+    for c in concat:
+        lines.append(f'  "{names[c]}" -> "c_{{k}}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def rnn_genotype_dot(genotype) -> str:
+    """Graphviz DOT text of a recurrent cell: node 0 from (x_t, h_{t-1}), node i+1 from
+    its chosen predecessor, h_t the mean of the concat nodes."""
+    lines = ["digraph recurrent {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled"];',
+             '  "x_{t}" [fillcolor=darkseagreen2]; "h_{t-1}" [fillcolor=darkseagreen2];',
+             '  "h_{t}" [fillcolor=palegoldenrod];', '  "0" [fillcolor=lightblue];',
+             '  "x_{t}" -> "0"; "h_{t-1}" -> "0";']
+    for i, (op, j) in enumerate(genotype.recurrent):
+        lines.append(f'  "{i + 1}" [fillcolor=lightblue];')
+        lines.append(f'  "{j}" -> "{i + 1}" [label="{op}"];')
+    for c in genotype.concat:
+        lines.append(f'  "{c}" -> "h_{{t}}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+class CellDrawing(Callback):
+    """The final cells as DOT files; PNG and SVG too when graphviz's ``dot`` is installed."""
+
+    order = 40
+
+    def __init__(self, save_dir: str):
+        self.save_dir = save_dir
+
+    def search_end(self, e):
+        if not distributed.is_rank0():
+            return
+        genotype = e.model.genotype()
+        if hasattr(genotype, "normal"):
+            texts = {kind: genotype_dot(genotype, kind) for kind in ("normal", "reduce")}
+        else:
+            texts = {"recurrent": rnn_genotype_dot(genotype)}
+        dot = shutil.which("dot")
+        os.makedirs(self.save_dir, exist_ok=True)
+        for kind, text in texts.items():
+            path = os.path.join(self.save_dir, f"{kind}.dot")
+            with open(path, "w") as f:
+                f.write(text)
+            if dot:
+                for fmt in ("png", "svg"):
+                    subprocess.run([dot, f"-T{fmt}", path, "-o", path[:-4] + "." + fmt], check=False)
+
+
+def edge_names(kind: str, n_edges: int) -> list[str]:
+    """'from -> to' for each alpha row: CNN cells (inputs c_{k-2}, c_{k-1}, nodes 0..3,
+    node i has 2 + i edges) or the recurrent cell (node 0 from x and h, node i from 0..i-1)."""
+    names, node = [], 0
+    inputs = ["c_{k-2}", "c_{k-1}"] if kind in ("normal", "reduce") else []
+    while len(names) < n_edges:
+        preds = inputs + [str(j) for j in range(node + (0 if inputs else 1))]
+        names += [f"{p} -> {node if inputs else node + 1}" for p in preds]
+        node += 1
+    return names[:n_edges]
+
+
+class AlphaPlot(Callback):
+    """<save>/alphas.png: softmax(alpha) over the epochs, one small panel per edge (a
+    grid per cell kind) with one line per op (needs matplotlib; otherwise one info line)."""
+
+    order = 50
+
+    def __init__(self, save_dir: str, quiet: bool = False, cols: int = 7):
+        self.save_dir = save_dir
+        self.quiet = quiet
+        self.cols = cols
+
+    def search_end(self, e):
+        if not distributed.is_rank0() or not e.history:
+            return
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
+        except ImportError:
+            if not self.quiet:
+                print("info: alphas.png not written: matplotlib is not installed "
+                      "(pip install matplotlib, or pip install 'fastdarts[viz]')", file=sys.stderr)
+            return
+        kinds = list(e.history[0]["alphas"])
+        prims = G.PRIMITIVES if "normal" in kinds else G.RNN_PRIMITIVES
+        epochs = [r["epoch"] + 1 for r in e.history]
+        series = {k: torch.tensor([r["alphas"][k] for r in e.history]) for k in kinds}  # [ep, edges, ops]
+        rows = {k: -(-series[k].shape[1] // self.cols) for k in kinds}
+        fig, axes = plt.subplots(sum(rows.values()), self.cols, squeeze=False, sharex=True,
+                                 figsize=(2.2 * self.cols, 1.8 * sum(rows.values()) + 0.6))
+        r0 = 0
+        for kind in kinds:
+            names = edge_names(kind, series[kind].shape[1])
+            for edge in range(rows[kind] * self.cols):
+                ax = axes[r0 + edge // self.cols, edge % self.cols]
+                if edge >= len(names):
+                    ax.axis("off")
+                    continue
+                for k in range(len(prims)):
+                    ax.plot(epochs, series[kind][:, edge, k].tolist(), lw=1)
+                ax.set_title(f"{kind} {names[edge]}", fontsize=7)
+                ax.tick_params(labelsize=6)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            r0 += rows[kind]
+        fig.legend(prims, loc="lower center", ncol=len(prims), fontsize=7)
+        fig.suptitle("softmax(alpha) per edge over the epochs", fontsize=9)
+        fig.tight_layout(rect=(0, 0.03, 1, 0.98))
+        fig.savefig(os.path.join(self.save_dir, "alphas.png"), dpi=80)
+        plt.close(fig)
