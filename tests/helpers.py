@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fastdarts.reference import cnn, rnn
+from fastdarts.data import DeviceLoader, ImageData, search_split
+from fastdarts.loop import callbacks as loop_cb
 from fastdarts.loop.engine import Callback, CancelSearch
+from fastdarts.loop.state import seed_everything
+from fastdarts.reference import cnn, rnn
+from fastdarts.search import callbacks as cb
+from fastdarts.search import outputs
+from fastdarts.search.checkpoint import Checkpoint
+from fastdarts.search.cnn import CNNSearch
+from fastdarts.search.models import model_classes
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +111,65 @@ def smooth_(model):
                 setattr(parent, name, nn.AvgPool2d(3, stride=child.stride, padding=1,
                                                    count_include_pad=False))
     return model
+
+
+# -- tiny CNN searches on random images (engine, callbacks, checkpoints) ---------------
+ARGS = dict(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4, arch_weight_decay=1e-3)
+
+
+def tiny_data(n: int = 64, size: int = 8, num_classes: int = 3, seed: int = 0) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    return ImageData(images, labels, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), num_classes, "tiny")
+
+
+def tiny_parts(seed: int = 2, impl: str = "reference", C: int = 2, layers: int = 3, batch: int = 8,
+               num_classes: int = 3, n: int = 64):
+    """(model, architect, optimizer, train loader, valid loader, eval loader), seeded."""
+    seed_everything(seed)
+    w_half, a_half = search_split(tiny_data(n=n, num_classes=num_classes), 0.5)
+    train = DeviceLoader(w_half, batch, "cpu", augment=True, seed=seed)
+    valid = DeviceLoader(a_half, batch, "cpu", augment=True, seed=seed + 1)
+    evaluate = DeviceLoader(a_half, 64, "cpu", augment=False, shuffle=False)
+    Network, Architect = model_classes("cnn", impl)
+    model = Network(C, num_classes, layers, nn.CrossEntropyLoss())
+    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    architect = Architect(model, SimpleNamespace(**ARGS))
+    return model, architect, optimizer, train, valid, evaluate
+
+
+def tiny_engine(save=None, *, epochs: int = 2, unrolled: bool = False, impl: str = "reference",
+                callbacks=(), standard: bool = True, max_steps=None, grad_clip: float = 5.0, **kw):
+    """A CNNSearch with the standard callbacks (those of build()) plus ``callbacks``."""
+    model, architect, optimizer, train, valid, evaluate = tiny_parts(impl=impl, **kw)
+    cbs = [loop_cb.CosineLR(0.025, 0.001, epochs), cb.ArchitectureUpdate(), loop_cb.GradClip(grad_clip)]
+    if standard:
+        cbs += [loop_cb.TrainMetrics(), loop_cb.Validation(evaluate), cb.Logger(quiet=True)]
+    if save is not None:
+        cbs += [outputs.GenotypeLog(str(save)), outputs.CellDrawing(str(save)), Checkpoint(str(save))]
+    engine = CNNSearch(model, architect, optimizer, train, valid, epochs=epochs, unrolled=unrolled,
+                       device="cpu", callbacks=[*cbs, *callbacks], lr=0.025, max_steps_per_epoch=max_steps)
+    engine.config_key = {"impl": impl, "unrolled": unrolled, "C": kw.get("C", 2),
+                         "layers": kw.get("layers", 3)}
+    return engine
+
+
+def params_equal(m1, m2) -> bool:
+    """Weights, buffers (BatchNorm running statistics) and alphas all bitwise equal."""
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    return (s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+            and all(torch.equal(a, b) for a, b in zip(m1.arch_parameters(), m2.arch_parameters())))
+
+
+BATCH_EVENTS = ["batch_begin", "after_arch_step", "after_backward", "after_weight_step", "batch_end"]
+
+
+class Recorder(Callback):
+    order = -1000  # first: sees every event before anything can cancel
+
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, event, engine):
+        self.events.append((event, engine.epoch, engine.step))

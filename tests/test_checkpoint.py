@@ -16,8 +16,7 @@ from fastdarts.loop import Callback, CheckpointError
 from fastdarts.loop import state as state_mod
 from fastdarts.search import checkpoint as ck
 
-from .helpers import StopAfter
-from .test_search_engine import one_thread, params_equal, tiny_engine  # noqa: F401  (fixture)
+from .helpers import StopAfter, one_thread, params_equal, tiny_engine  # noqa: F401  (fixture)
 
 
 def _states_equal(a, b) -> bool:

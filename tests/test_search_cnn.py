@@ -18,17 +18,16 @@ import torch
 
 from fastdarts import cli
 from fastdarts import genotypes as G
-from fastdarts.reference import cnn as ref_cnn
-from fastdarts.search import CNNSearchConfig, search_cnn
 from fastdarts.loop import callbacks as loop_cb
-from fastdarts.search import callbacks as cb
-from fastdarts.search import outputs
-from fastdarts.search import cnn as search_cnn_mod
 from fastdarts.loop.state import seed_everything
+from fastdarts.reference import cnn as ref_cnn
+from fastdarts.search import CNNSearchConfig, outputs, search_cnn
+from fastdarts.search import callbacks as cb
+from fastdarts.search import cnn as search_cnn_mod
 from fastdarts.search.cnn import build
 from fastdarts.search.models import model_classes
 
-from .test_search_engine import one_thread  # noqa: F401  (autouse fixture)
+from .helpers import one_thread  # noqa: F401  (autouse fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs", "1", "--max_steps_per_epoch", "2", "--layers", "3", "--init_channels", "2",
@@ -82,8 +81,8 @@ def test_build_wires_the_originals_hyperparameters(tmp_path):
     assert len(e.train_loader.labels) == 898 and len(e.valid_loader.labels) == 899  # digits, 50/50
     assert e.train_loader.batch_size == 16 and e.unrolled
     kinds = [type(c) for c in e.callbacks]
-    for c in (loop_cb.CosineLR, cb.ArchitectureUpdate, loop_cb.GradClip, loop_cb.Validation, cb.Logger, outputs.GenotypeLog,
-              outputs.CellDrawing, outputs.AlphaPlot, loop_cb.TensorBoard):
+    for c in (loop_cb.CosineLR, cb.ArchitectureUpdate, loop_cb.GradClip, loop_cb.Validation, cb.Logger,
+              outputs.GenotypeLog, outputs.CellDrawing, outputs.AlphaPlot, loop_cb.TensorBoard):
         assert c in kinds, c
     assert e.get_callback(loop_cb.GradClip).max_norm == 5.0
 

@@ -24,7 +24,7 @@ from fastdarts.loop import Callback
 from fastdarts.search.rnn import RNNSearchConfig
 from fastdarts.search.rnn import build as build_rnn
 
-from .test_search_engine import one_thread, tiny_engine  # noqa: F401  (autouse fixture)
+from .helpers import one_thread, tiny_engine  # noqa: F401  (autouse fixture)
 
 TOL = 1e-9
 

@@ -13,8 +13,6 @@ below), so a path that steps the embedding when it should not fails by ~9 orders
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
