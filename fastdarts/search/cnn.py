@@ -23,6 +23,7 @@ from . import outputs
 from .checkpoint import Checkpoint, load_checkpoint, restore
 from .models import model_classes
 
+
 @dataclass
 class CNNSearchConfig:
     """The original cnn/train_search.py's settings; ``small``: the embedded default

@@ -12,8 +12,8 @@ import sys
 import torch
 
 from .. import distributed
-from ..loop.engine import Callback
 from .. import genotypes as G
+from ..loop.engine import Callback
 
 
 class GenotypeLog(Callback):

@@ -33,6 +33,7 @@ from . import outputs
 from .checkpoint import Checkpoint, load_checkpoint, restore
 from .models import model_classes
 
+
 @dataclass
 class RNNSearchConfig:
     """The original rnn/train_search.py's settings; ``small``: the embedded default

@@ -33,16 +33,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
+from .. import config, distributed
 from .. import genotypes as G
-from .. import config
 from ..config import setting
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
-from ..reference.rnn.model_search import DARTSCell, RNNModel
 from ..loop import callbacks as cb
 from ..loop.engine import Callback, Engine
 from ..loop.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
 from ..loop.state import CheckpointError, atomic_save, seed_everything, set_rng_states
+from ..reference.rnn.model_search import DARTSCell, RNNModel
 from .common import (
     FORMAT,
     TrainCheckpoint,
@@ -55,6 +54,7 @@ from .common import (
     restore_rank_state,
     setup_distributed,
 )
+
 
 # The embedded default (Python's help texts, ~95k training tokens, 3,595 words).
 # Its test split is evaluated with batch 10 instead of the original's 1 (15k tokens one
