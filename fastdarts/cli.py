@@ -311,7 +311,7 @@ def _not_yet(name):
 
 def main(argv=None) -> int:
     from .data import DatasetError
-    from .genotypes import GenotypeError
+    from .space.genotypes import GenotypeError
     from .search.checkpoint import CheckpointError
 
     ap = build_parser()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fastdarts
-from fastdarts.genotypes import PRIMITIVES
+from fastdarts.space.genotypes import PRIMITIVES
 from fastdarts.reference import cnn
 
 CPU_BACKENDS = ("reference", "triton", "cpu")

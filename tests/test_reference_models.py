@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fastdarts import genotypes as G
+from fastdarts.space import genotypes as G
 from fastdarts.reference import cnn, rnn
 from tests.helpers import tiny_cnn, tiny_rnn
 

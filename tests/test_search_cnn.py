@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fastdarts import cli
-from fastdarts import genotypes as G
+from fastdarts.space import genotypes as G
 from fastdarts.reference import cnn as ref_cnn
 from fastdarts.search import CNNSearchConfig, search_cnn
 from fastdarts.search import callbacks as cb

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fastdarts import genotypes as G
+from fastdarts.space import genotypes as G
 from fastdarts.data import DeviceLoader, ImageData, search_split
 from fastdarts.search import Callback, CancelBatch, CancelEpoch, CancelSearch, Engine
 from fastdarts.search import callbacks as cb

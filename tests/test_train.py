@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fastdarts import cli
-from fastdarts import genotypes as G
+from fastdarts.space import genotypes as G
 from fastdarts.data import load_digits_images
 from fastdarts.search.engine import Callback
 from fastdarts.train import (

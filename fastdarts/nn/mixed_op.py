@@ -10,9 +10,9 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..genotypes import PRIMITIVES
+from ..space.genotypes import PRIMITIVES
 from ..ops.mixed_sum import mixed_sum as _mixed_sum_op
-from ..reference.cnn.operations import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv
+from ..space.operations import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv
 from .memory import note_kept
 
 __all__ = ["MixedOp", "MEMORY_MODES", "common_dtype", "make_op", "active_columns",

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..reference.cnn import model_search as _ref
-from ..reference.cnn.operations import FactorizedReduce, ReLUConvBN
+from ..space.operations import FactorizedReduce, ReLUConvBN
 from torch.utils.checkpoint import checkpoint
 
 from . import batched

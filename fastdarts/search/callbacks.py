@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import genotypes as G
+from ..space import genotypes as G
 from .engine import Callback
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from .. import genotypes as G
+from ..space import genotypes as G
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from . import callbacks as cb
 from .checkpoint import Checkpoint, load_checkpoint, restore

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from .. import genotypes as G
+from ..space import genotypes as G
 from ..data import Corpus, batchify, get_batch, pydoc_corpus
 from . import callbacks as cb
 from .checkpoint import Checkpoint, load_checkpoint, restore

@@ -55,7 +55,7 @@ def _rank(device: str | None) -> int:
 
 
 def run_train_cnn(a) -> int:
-    from .. import genotypes as G
+    from ..space import genotypes as G
     from .cnn import DIGITS_DEFAULTS, CNNTrainConfig, train_cnn
 
     G.resolve(a.genotype, "cnn")  # a bad name or file fails before any work
@@ -128,7 +128,7 @@ def _rnn_parser(sub):
 
 
 def run_train_rnn(a) -> int:
-    from .. import genotypes as G
+    from ..space import genotypes as G
     from .rnn import PYDOC_DEFAULTS, RNNTrainConfig, train_rnn
 
     G.resolve(a.genotype, "rnn")  # a bad name or file fails before any work

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from .. import genotypes as G
+from ..space import genotypes as G
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..search import callbacks as cb
 from ..search.checkpoint import CheckpointError, set_rng_states

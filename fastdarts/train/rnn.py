@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from .. import genotypes as G
+from ..space import genotypes as G
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
 from ..reference.rnn.model_search import DARTSCell, RNNModel
 from ..search import callbacks as cb

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...genotypes import PRIMITIVES, Genotype
+from ...space.genotypes import PRIMITIVES, Genotype
 from .._arch import ArchTensorsFollowModel
-from .operations import OPS, FactorizedReduce, ReLUConvBN
+from ...space.operations import OPS, FactorizedReduce, ReLUConvBN
 
 
 class MixedOp(nn.Module):
