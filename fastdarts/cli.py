@@ -311,8 +311,8 @@ def _not_yet(name):
 
 def main(argv=None) -> int:
     from .data import DatasetError
-    from .space.genotypes import GenotypeError
     from .search.checkpoint import CheckpointError
+    from .space.genotypes import GenotypeError
 
     ap = build_parser()
     a = ap.parse_args(argv)

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from fastdarts import cli
-from fastdarts.space import genotypes as G
 from fastdarts.reference import cnn as ref_cnn
 from fastdarts.search import CNNSearchConfig, search_cnn
 from fastdarts.search import callbacks as cb
 from fastdarts.search import cnn as search_cnn_mod
 from fastdarts.search.cnn import build, model_classes, seed_everything
+from fastdarts.space import genotypes as G
 
 from .test_search_engine import one_thread  # noqa: F401  (autouse fixture)
 

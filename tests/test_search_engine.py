@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fastdarts.space import genotypes as G
 from fastdarts.data import DeviceLoader, ImageData, search_split
 from fastdarts.search import Callback, CancelBatch, CancelEpoch, CancelSearch, Engine
 from fastdarts.search import callbacks as cb
 from fastdarts.search.checkpoint import Checkpoint
 from fastdarts.search.cnn import CNNSearch, model_classes, seed_everything
+from fastdarts.space import genotypes as G
 
 from .helpers import one_thread  # noqa: F401  (autouse fixture)
 

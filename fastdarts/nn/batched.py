@@ -47,8 +47,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..space.genotypes import PRIMITIVES
 from ..ops import state_sum as _state_sum  # noqa: F401  (registers the op)
+from ..space.genotypes import PRIMITIVES
 from ..space.operations import DilConv, FactorizedReduce, Identity, SepConv, Zero
 
 __all__ = ["BatchNormStats", "why_not_batched", "state_rows", "cell_nodes_batched"]

@@ -10,8 +10,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..space.genotypes import PRIMITIVES
 from ..ops.mixed_sum import mixed_sum as _mixed_sum_op
+from ..space.genotypes import PRIMITIVES
 from ..space.operations import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv
 from .memory import note_kept
 
@@ -179,7 +179,7 @@ class MixedOp(nn.Module):
 
     Args:
         C: channels. stride: 1, or 2 on a reduction cell's input edges.
-        primitives: op names (keys of ``fastdarts.reference.cnn.OPS``).
+        primitives: op names (keys of ``fastdarts.space.OPS``).
         memory: "plain", "shared" (default) or "checkpoint": what the forward keeps
             for the backward (see ``MEMORY_MODES`` and :func:`edge_outputs`); the
             results are the reference's in every mode.

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..space import genotypes as G
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
+from ..space import genotypes as G
 from . import callbacks as cb
 from .checkpoint import Checkpoint, load_checkpoint, restore
 from .engine import Callback, Engine

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..space import genotypes as G
 from ..data import Corpus, batchify, get_batch, pydoc_corpus
+from ..space import genotypes as G
 from . import callbacks as cb
 from .checkpoint import Checkpoint, load_checkpoint, restore
 from .cnn import DataParallel, model_classes, seed_everything

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..space import genotypes as G
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..search import callbacks as cb
 from ..search.checkpoint import CheckpointError, set_rng_states
 from ..search.cnn import seed_everything
 from ..search.engine import Callback, Engine
+from ..space import genotypes as G
 from .augment import TrainLoader
 from .common import (
     TrainCheckpoint,

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..space import genotypes as G
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
 from ..reference.rnn.model_search import DARTSCell, RNNModel
 from ..search import callbacks as cb
@@ -43,6 +42,7 @@ from ..search.checkpoint import CheckpointError, atomic_save, set_rng_states
 from ..search.cnn import seed_everything
 from ..search.engine import Callback, Engine
 from ..search.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
+from ..space import genotypes as G
 from .common import (
     FORMAT,
     TrainCheckpoint,

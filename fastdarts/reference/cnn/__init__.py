@@ -5,9 +5,9 @@ under the original's names (``OPS``, ``SepConv``, ...) for code written like it.
 """
 
 from ...space.genotypes import PRIMITIVES, Genotype
+from ...space.operations import OPS, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 from .architect import Architect
 from .model_search import Cell, MixedOp, Network, num_edges, parse_cnn
-from ...space.operations import OPS, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 
 __all__ = ["PRIMITIVES", "Genotype", "Architect", "Cell", "MixedOp", "Network", "num_edges",
            "parse_cnn", "OPS", "DilConv", "FactorizedReduce", "Identity", "ReLUConvBN", "SepConv",
