@@ -24,9 +24,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import device_name, dump_json, print_table, time_ms, versions  # noqa: E402
-from fastdarts import genotypes as G  # noqa: E402
 from fastdarts.data import CIFAR_MEAN, CIFAR_STD, ImageData  # noqa: E402
 from fastdarts.loop import callbacks as cb  # noqa: E402
+from fastdarts.space import genotypes as G  # noqa: E402
 from fastdarts.train.augment import TrainLoader  # noqa: E402
 from fastdarts.train.cnn import CNNTrainConfig, CNNTrainer, DropPathSchedule  # noqa: E402
 from fastdarts.train.model_cnn import NetworkCIFAR  # noqa: E402

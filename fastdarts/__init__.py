@@ -1,10 +1,10 @@
 """fastdarts: fast, faithful Differentiable Architecture Search."""
 
-from . import functional, genotypes, reference
+from . import functional, reference, space
 from .architect import Architect, CNNArchitect, RNNArchitect
 from .backends import available_backends, set_backend
-from .genotypes import Genotype, RNNGenotype
 from .nn import MixedOp
+from .space import Genotype, RNNGenotype, genotypes
 from .step import CaptureError, SearchStep
 
 __version__ = "0.1.0"
@@ -18,6 +18,6 @@ def __getattr__(name):
         return DARTSRegressor
     raise AttributeError(f"module 'fastdarts' has no attribute {name!r}")
 
-__all__ = ["genotypes", "reference", "Genotype", "RNNGenotype", "__version__",
+__all__ = ["genotypes", "reference", "space", "Genotype", "RNNGenotype", "__version__",
            "available_backends", "set_backend", "functional", "MixedOp", "Architect",
            "CNNArchitect", "RNNArchitect", "SearchStep", "CaptureError", "DARTSRegressor"]

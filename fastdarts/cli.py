@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     from . import backends
     from .data import DatasetError
     from .distributed import shutdown
-    from .genotypes import GenotypeError
     from .loop.state import CheckpointError
+    from .space.genotypes import GenotypeError
 
     ap = build_parser()
     a = ap.parse_args(argv)

@@ -8,8 +8,12 @@ import torch
 import torch.nn as nn
 
 import fastdarts  # noqa: F401  (registers torch.ops.fastdarts.*)
-from fastdarts.profile.launches import LaunchCounter, count_cnn_step, count_rnn_step, \
-    multi_tensor_apply_launches
+from fastdarts.profile.launches import (
+    LaunchCounter,
+    count_cnn_step,
+    count_rnn_step,
+    multi_tensor_apply_launches,
+)
 
 
 # -- the rules --------------------------------------------------------------------------------

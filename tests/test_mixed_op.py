@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fastdarts
-from fastdarts.genotypes import PRIMITIVES
 from fastdarts.reference import cnn
+from fastdarts.space.genotypes import PRIMITIVES
 
 CPU_BACKENDS = ("reference", "triton", "cpu")
 EXT_OP = "mixed_sum_forward"

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fastdarts import genotypes as G
 from fastdarts.reference import cnn, rnn
+from fastdarts.space import genotypes as G
 from tests.helpers import tiny_cnn, tiny_rnn
 
 

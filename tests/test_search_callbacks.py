@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 
 from fastdarts import distributed
-from fastdarts import genotypes as G
 from fastdarts.loop import Callback, CancelBatch, progress
 from fastdarts.loop import callbacks as loop_cb
 from fastdarts.search import callbacks as cb
 from fastdarts.search import outputs
+from fastdarts.space import genotypes as G
 
 from .helpers import (  # noqa: F401  (one_thread: autouse fixture)
     BATCH_EVENTS,

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from fastdarts import cli
-from fastdarts import genotypes as G
 from fastdarts.loop import callbacks as loop_cb
 from fastdarts.loop.state import seed_everything
 from fastdarts.reference import cnn as ref_cnn
@@ -26,6 +25,7 @@ from fastdarts.search import callbacks as cb
 from fastdarts.search import cnn as search_cnn_mod
 from fastdarts.search.cnn import build
 from fastdarts.search.models import model_classes
+from fastdarts.space import genotypes as G
 
 from .helpers import one_thread  # noqa: F401  (autouse fixture)
 

@@ -192,7 +192,7 @@ def test_falls_back_to_one_mixed_sum_per_node():
 
 
 def test_unknown_primitive_set_falls_back():
-    from fastdarts import genotypes
+    from fastdarts.space import genotypes
 
     _, fused = make_pair(torch.float32)
     fused.cells[1]._ops[3]._primitives = list(genotypes.PRIMITIVES[:-1]) + ["conv_7x1_1x7"]

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fastdarts import cli
-from fastdarts import genotypes as G
 from fastdarts.data import load_digits_images
 from fastdarts.loop.engine import Callback
+from fastdarts.space import genotypes as G
 from fastdarts.train import (
     CNNTrainConfig,
     NetworkCIFAR,

@@ -32,7 +32,7 @@ construction order); each forward gathers an op family's weights of the E edges
 with one ``torch.cat`` (its backward only slices).
 
 Used in training mode for cells whose ops are exactly the DARTS space
-(``fastdarts.genotypes.PRIMITIVES``) built as the original builds them; anything
+(``fastdarts.space.genotypes.PRIMITIVES``) built as the original builds them; anything
 else (another primitive set, affine or momentum-less batch norms, an in-place
 ReLU, eval mode) falls back to per-edge evaluation (:func:`why_not_batched`).
 """
@@ -47,9 +47,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..genotypes import PRIMITIVES
 from ..ops import state_sum as _state_sum  # noqa: F401  (registers the op)
-from ..reference.cnn.operations import DilConv, FactorizedReduce, Identity, SepConv, Zero
+from ..space.genotypes import PRIMITIVES
+from ..space.operations import DilConv, FactorizedReduce, Identity, SepConv, Zero
 
 __all__ = ["BatchNormStats", "why_not_batched", "state_rows", "cell_nodes_batched"]
 

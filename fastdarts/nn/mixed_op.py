@@ -10,9 +10,9 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..genotypes import PRIMITIVES
 from ..ops.mixed_sum import mixed_sum as _mixed_sum_op
-from ..reference.cnn.operations import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv
+from ..space.genotypes import PRIMITIVES
+from ..space.operations import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv
 from .memory import note_kept
 
 __all__ = ["MixedOp", "MEMORY_MODES", "common_dtype", "make_op", "active_columns",
@@ -179,7 +179,7 @@ class MixedOp(nn.Module):
 
     Args:
         C: channels. stride: 1, or 2 on a reduction cell's input edges.
-        primitives: op names (keys of ``fastdarts.reference.cnn.OPS``).
+        primitives: op names (keys of ``fastdarts.space.OPS``).
         memory: "plain", "shared" (default) or "checkpoint": what the forward keeps
             for the backward (see ``MEMORY_MODES`` and :func:`edge_outputs`); the
             results are the reference's in every mode.

@@ -24,11 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-
-from ..reference.cnn import model_search as _ref
-from ..reference.cnn.operations import FactorizedReduce, ReLUConvBN
 from torch.utils.checkpoint import checkpoint
 
+from ..reference.cnn import model_search as _ref
 from . import batched
 from .memory import note_kept
 from .mixed_op import MEMORY_MODES, MixedOp, after_relu, checkpointed, common_dtype, relu_head
@@ -46,23 +44,17 @@ class Cell(_ref.Cell):
 
     def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
                  memory: str = "shared"):
-        nn.Module.__init__(self)  # the reference __init__ builds its own MixedOps; mirror it
-        self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
-        self._steps = steps
-        self._multiplier = multiplier
-        self._ops = nn.ModuleList()
-        self._bns = nn.ModuleList()
-        for i in range(self._steps):
-            for j in range(2 + i):
-                stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride, memory=memory))
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
+        # the reference constructor, with fused MixedOps through its _mixed_op hook
+        super().__init__(steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev)
+        for op in self._ops:
+            op.memory = memory
         self.batch_states = True  # evaluate the edges state by state where possible
         self._batch_check: tuple[str] | None = None
+
+    def _mixed_op(self, C: int, stride: int) -> MixedOp:
+        return MixedOp(C, stride)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
         return self.forward_with_relus(s0, s1, weights)[0]
@@ -189,51 +181,20 @@ class Network(_ref.Network):
                  stem_multiplier=3, memory: str = "shared"):
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
-        nn.Module.__init__(self)  # mirror the reference constructor with fused cells
-        self._C = C
-        self._num_classes = num_classes
-        self._layers = layers
-        self._criterion = criterion
-        self._steps = steps
-        self._multiplier = multiplier
-        self._stem_multiplier = stem_multiplier
+        # the reference constructor, with fused cells through its _cell hook; then every
+        # MixedOp gets the memory mode (the setter), which changes no weight
+        super().__init__(C, num_classes, layers, criterion, steps, multiplier, stem_multiplier)
+        self.memory = memory
 
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(C_curr),
-        )
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            if i in [layers // 3, 2 * layers // 3]:
-                C_curr *= 2
-                reduction = True
-            else:
-                reduction = False
-            cell = Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                        memory=memory)
-            reduction_prev = reduction
-            self.cells.append(cell)
-            C_prev_prev, C_prev = C_prev, multiplier * C_curr
-
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
-        self._initialize_alphas()
-        self._memory = memory
+    def _cell(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev) -> Cell:
+        return Cell(steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev)
 
     def forward(self, input: Tensor) -> Tensor:
         """input: [N, 3, H, W] -> logits [N, num_classes]; the reference's forward, with each
         cell output's ReLU shared by the two cells it feeds (unless memory="plain")."""
         if self._memory == "plain":
             return super().forward(input)
-        if input.dim() != 4 or input.shape[1] != 3:
-            raise ValueError(f"expected images of shape [N, 3, H, W], got {tuple(input.shape)}")
-        if input.device != self.alphas_normal.device:
-            raise ValueError(f"input is on {input.device} but the model is on "
-                             f"{self.alphas_normal.device}; move one of them (model.to(device))")
-        self.check_alphas()
+        self._check_input(input)
         s0 = s1 = self.stem(input)
         relu_s0 = relu_s1 = None
         weights_normal = F.softmax(self.alphas_normal, dim=-1)
@@ -268,14 +229,7 @@ class Network(_ref.Network):
             if isinstance(m, MixedOp):
                 m.memory = mode
 
-    def new(self) -> Network:
-        """A fresh fused network with the same hyperparameters, memory mode and a copy of
-        the alphas."""
-        model_new = Network(self._C, self._num_classes, self._layers, self._criterion,
-                            self._steps, self._multiplier, self._stem_multiplier,
-                            memory=self._memory)
-        model_new.to(device=self.alphas_normal.device, dtype=self.alphas_normal.dtype)
-        for x, y in zip(model_new.arch_parameters(), self.arch_parameters(),
-                        strict=True):
-            x.data.copy_(y.data)
-        return model_new
+    def _new_network(self) -> Network:
+        """For ``new()``: a fresh fused network with the same hyperparameters and memory mode."""
+        return Network(self._C, self._num_classes, self._layers, self._criterion,
+                       self._steps, self._multiplier, self._stem_multiplier, memory=self._memory)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .. import _ext, backends
-from ..genotypes import RNN_PRIMITIVES
+from ..space.genotypes import RNN_PRIMITIVES
 from . import load_triton_kernels
 
 OP_NAME = "rnn_node"

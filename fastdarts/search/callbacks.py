@@ -11,10 +11,10 @@ import time
 import torch.nn.functional as F
 
 from .. import distributed
-from .. import genotypes as G
 from ..loop.callbacks import TrainMetrics
 from ..loop.engine import Callback
 from ..loop.progress import progress_bar
+from ..space import genotypes as G
 
 
 class ArchitectureUpdate(Callback):

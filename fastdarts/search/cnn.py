@@ -12,12 +12,12 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from .. import genotypes as G
 from ..config import setting
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Engine
 from ..loop.state import seed_everything
+from ..space import genotypes as G
 from . import callbacks as cb
 from . import outputs
 from .checkpoint import Checkpoint, load_checkpoint, restore

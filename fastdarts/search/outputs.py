@@ -12,8 +12,8 @@ import sys
 import torch
 
 from .. import distributed
-from .. import genotypes as G
 from ..loop.engine import Callback
+from ..space import genotypes as G
 
 
 class GenotypeLog(Callback):

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from .. import genotypes as G
 from ..config import setting
 from ..data import Corpus, batchify, get_batch, pydoc_corpus
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Callback, Engine
 from ..loop.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
 from ..loop.state import seed_everything
+from ..space import genotypes as G
 from . import callbacks as cb
 from . import outputs
 from .checkpoint import Checkpoint, load_checkpoint, restore

@@ -33,7 +33,7 @@ def _rank(device: str | None) -> int:
 
 
 def _check_genotype(a, space: str) -> None:
-    from .. import genotypes as G
+    from ..space import genotypes as G
 
     G.resolve(a.genotype or "DARTS_V2", space)  # a bad name or file fails before any work
 

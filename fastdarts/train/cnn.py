@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from .. import genotypes as G
 from ..config import setting
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as cb
 from ..loop.engine import Callback, Engine
 from ..loop.state import CheckpointError, seed_everything, set_rng_states
+from ..space import genotypes as G
 from .augment import TrainLoader
 from .common import (
     TrainCheckpoint,

@@ -4,7 +4,7 @@ from any CNN genotype.
 Module structure and attribute names follow the original (``stem``, ``cells.i.
 preprocess0``, ``cells.i._ops.k``, ``auxiliary_head.features``, ``classifier``), so
 state_dict keys equal those of the original's ``weights.pt``.  The ops come from
-:mod:`fastdarts.reference.cnn.operations` (one source of truth), with affine
+:mod:`fastdarts.space.operations` (one source of truth), with affine
 BatchNorm as in evaluation.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..genotypes import Genotype, validate
-from ..reference.cnn.operations import OPS, FactorizedReduce, Identity, ReLUConvBN
+from ..space.genotypes import Genotype, validate
+from ..space.operations import OPS, FactorizedReduce, Identity, ReLUConvBN
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:

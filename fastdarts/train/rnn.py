@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import config, distributed
-from .. import genotypes as G
 from ..config import setting
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
 from ..loop import callbacks as cb
@@ -42,6 +41,7 @@ from ..loop.engine import Callback, Engine
 from ..loop.rnn import RNNTrainMetrics, SequenceLengthLR, repackage_hidden
 from ..loop.state import CheckpointError, atomic_save, seed_everything, set_rng_states
 from ..reference.rnn.model_search import DARTSCell, RNNModel
+from ..space import genotypes as G
 from .common import (
     FORMAT,
     TrainCheckpoint,

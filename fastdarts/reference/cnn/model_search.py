@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...genotypes import PRIMITIVES, Genotype
+from ...space.genotypes import PRIMITIVES, Genotype
+from ...space.operations import OPS, FactorizedReduce, ReLUConvBN
 from .._arch import ArchTensorsFollowModel
-from .operations import OPS, FactorizedReduce, ReLUConvBN
 
 
 class MixedOp(nn.Module):
@@ -54,7 +54,13 @@ class Cell(nn.Module):
         for i in range(self._steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride))
+                self._ops.append(self._mixed_op(C, stride))
+
+    def _mixed_op(self, C, stride):
+        """The MixedOp of one edge (construction hook: ``fastdarts.nn.Cell`` builds its
+        fused one here).  ``MixedOp`` is looked up when called, so the README's swap of
+        ``model_search.MixedOp`` still takes effect."""
+        return MixedOp(C, stride)
 
     def forward(self, s0, s1, weights):
         s0 = self.preprocess0(s0)
@@ -99,7 +105,8 @@ class Network(ArchTensorsFollowModel, nn.Module):
                 reduction = True
             else:
                 reduction = False
-            cell = Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            cell = self._cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction,
+                              reduction_prev)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
@@ -107,6 +114,11 @@ class Network(ArchTensorsFollowModel, nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         self._initialize_alphas()
+
+    def _cell(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev):
+        """One search cell (construction hook: ``fastdarts.nn.Network`` builds its fused
+        Cell here, in the same order, so one seed gives both networks the same weights)."""
+        return Cell(steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev)
 
     # -- architecture parameters ------------------------------------------------
     def _initialize_alphas(self):
@@ -123,12 +135,17 @@ class Network(ArchTensorsFollowModel, nn.Module):
     def new(self):
         """A fresh network with the same hyperparameters and a copy of the alphas
         (kept for compatibility; fastdarts' Architect never calls it)."""
-        model_new = Network(self._C, self._num_classes, self._layers, self._criterion,
-                            self._steps, self._multiplier, self._stem_multiplier)
+        model_new = self._new_network()
         model_new.to(device=self.alphas_normal.device, dtype=self.alphas_normal.dtype)
         for x, y in zip(model_new.arch_parameters(), self.arch_parameters()):
             x.data.copy_(y.data)
         return model_new
+
+    def _new_network(self):
+        """A fresh network with this one's hyperparameters (hook: ``fastdarts.nn.Network``
+        adds its memory mode)."""
+        return Network(self._C, self._num_classes, self._layers, self._criterion,
+                       self._steps, self._multiplier, self._stem_multiplier)
 
     def check_alphas(self):
         k, n = num_edges(self._steps), len(PRIMITIVES)
@@ -139,13 +156,18 @@ class Network(ArchTensorsFollowModel, nn.Module):
                                  f"[{k}, {n}] ({k} edges x {n} ops)")
 
     # -- forward ----------------------------------------------------------------
-    def forward(self, input):
+    def _check_input(self, input):
+        """Raise ValueError unless ``input`` is [N, 3, H, W] on the model's device and the
+        alphas have this network's shape."""
         if input.dim() != 4 or input.shape[1] != 3:
             raise ValueError(f"expected images of shape [N, 3, H, W], got {tuple(input.shape)}")
         if input.device != self.alphas_normal.device:
             raise ValueError(f"input is on {input.device} but the model is on "
                              f"{self.alphas_normal.device}; move one of them (model.to(device))")
         self.check_alphas()
+
+    def forward(self, input):
+        self._check_input(input)
         s0 = s1 = self.stem(input)
         weights_normal = F.softmax(self.alphas_normal, dim=-1)
         weights_reduce = F.softmax(self.alphas_reduce, dim=-1)

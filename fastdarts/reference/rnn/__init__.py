@@ -1,6 +1,6 @@
 """Reference DARTS recurrent search: the oracle for the fused RNN paths."""
 
-from ...genotypes import RNNGenotype as Genotype
+from ...space.genotypes import RNNGenotype as Genotype
 from .architect import Architect
 from .model_search import (
     CONCAT,

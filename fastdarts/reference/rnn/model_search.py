@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...genotypes import RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS, RNNGenotype
+from ...space.genotypes import RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS, RNNGenotype
 from .._arch import ArchTensorsFollowModel
 
 INITRANGE = 0.04

@@ -1,8 +1,9 @@
-"""The candidate operations of the DARTS CNN search space (reference port).
+"""The candidate operations of the DARTS CNN search space (port of the original).
 
 Module structure and attribute names follow the original ``operations.py`` so
 that state_dict keys (``op.1.weight``, ``conv_1.weight``, ``bn.running_mean``, ...)
-are identical and checkpoints of the original load unchanged.
+are identical and checkpoints of the original load unchanged.  The reference and
+fused search networks and the evaluation network all build their ops from here.
 """
 
 from __future__ import annotations
