@@ -21,6 +21,8 @@ import argparse
 import importlib
 import sys
 
+from .backends import BACKEND_CHOICES
+
 COMMANDS: dict = {}
 
 
@@ -32,7 +34,7 @@ def command(name: str):
 
 
 def _add_common(p):
-    p.add_argument("--backend", default=None, choices=["auto", "reference", "triton", "cuda", "cpu"],
+    p.add_argument("--backend", default=None, choices=BACKEND_CHOICES,
                    help="kernel backend for the fused ops (default: auto)")
     p.add_argument("--impl", default="fused", choices=["fused", "reference"],
                    help="fused (fastdarts.nn + fastdarts.Architect) or the reference port")

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .architect import RNNArchitect
-from .ops import flat as flat_ops
+from .ops import flat_update as flat_ops
 from .step import CaptureError
 
 
