@@ -189,7 +189,7 @@ def available_backends(device: str | torch.device | None = None) -> list[str]:
 def resolve(op: str, device: torch.device | str) -> str:
     """The backend that runs ``op`` (a key of :data:`POLICY`) on ``device``; cached, so
     cheap on the hot path."""
-    device_type = torch.device(device).type
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     req = get_requested()
     key = (op, device_type, req, triton_interpret())
     hit = _cache.get(key)
