@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastdarts import backends  # noqa: E402
 from fastdarts.nn.search_rnn import RNNModelSearch  # noqa: E402
-from fastdarts.ops.rnn_node import node_forward_math  # noqa: E402
+from fastdarts.ops.rnn_node_ref import node_forward_math  # noqa: E402
 from fastdarts.reference import rnn as ref_rnn  # noqa: E402
 
 

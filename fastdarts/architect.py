@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from . import ops as _ops  # noqa: F401  (registers torch.ops.fastdarts.*)
-from .flat import FlatBufferGroups, FlatTensors
-from .ops import flat as flat_ops
+from .flat_buffers import FlatBufferGroups, FlatTensors
+from .ops import flat_update as flat_ops
 
 
 @dataclass

@@ -1,30 +1,110 @@
 """The one place that chooses which implementation runs each fused op.
 
 Backends:
-  ``reference``  plain PyTorch (always there; the oracle)
+  ``reference``  plain PyTorch (always there; the oracle: ``fastdarts/ops/<op>_ref.py``)
   ``triton``     kernels/ (CUDA GPUs; on the CPU only under TRITON_INTERPRET=1)
   ``cuda``       csrc/cuda, through fastdarts._C (built with nvcc)
   ``cpu``        csrc/cpu, through fastdarts._C (C++ CPU kernels)
 
-Choice, strongest first: ``set_backend(name)``, the environment variable
-``FASTDARTS_BACKEND``, then ``auto`` (the fastest available for the device:
-cuda > triton > reference on GPUs, cpu > reference on CPUs).  A requested backend
-that cannot run falls back to ``reference`` with one warning saying how to get it.
+The policy is data: :data:`POLICY` says, per op, which backends exist, the order in
+which ``auto`` tries them on each device type, what a backend that cannot run falls
+back to, and why (the measurement or the reason behind each choice).
+:func:`resolve` reads only that table; the ops' modules hold no backend logic of their
+own beyond a table from backend name to implementation.
+
+Choice, strongest first: ``set_backend(name)`` (or ``with use(name):``), the
+environment variable ``FASTDARTS_BACKEND``, then ``auto`` (the first backend of the
+op's order for the device type that can run here).  A requested backend that cannot
+run falls back to the op's ``fallback`` (``reference``) with one warning saying how to
+get it; so does a compiled backend whose fastdarts._C predates the op (a stale build).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 
 from . import _ext
 
 BACKENDS = ("reference", "triton", "cuda", "cpu")
-_AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+#: What ``--backend`` / ``FASTDARTS_BACKEND`` / :func:`set_backend` accept.
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+@dataclass(frozen=True)
+class OpPolicy:
+    """How one registered op picks its backend.
+
+    backends: the implementations that exist for the op.
+    auto: device type -> the order ``auto`` tries (device types not listed: ``reference``).
+    fallback: what a backend that cannot run (or is not implemented) falls back to.
+    ext_op: the ``torch.ops.fastdarts_C`` op the compiled backends (cuda, cpu) need;
+        a fastdarts._C built before it existed falls back, with a warning.
+    why: the measurement or reason behind the auto order (bench/NOTES.md has the runs).
+    """
+
+    backends: tuple[str, ...]
+    auto: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fallback: str = "reference"
+    ext_op: str | None = None
+    why: str = ""
+
+    def auto_order(self, device_type: str) -> tuple[str, ...]:
+        return self.auto.get(device_type, ("reference",))
+
+
+_GPU_PREDICTED = ("GPU order: a prediction, not a measurement (no GPU in the sessions that "
+                  "wrote the kernels; bench/gpu_check.sh measures it): the hand-written CUDA "
+                  "kernel first, then Triton.")
+
+
+def _flat_update(name: str) -> OpPolicy:
+    """The policy of one of the Architect's in-place updates (fastdarts/ops/flat_update.py)."""
+    return OpPolicy(
+        backends=("reference", "triton", "cuda"),
+        auto={"cuda": ("cuda", "triton", "reference"), "cpu": ("reference",)},
+        ext_op=name,
+        why="one launch per update whatever the number of parameters (bench/NOTES.md, 'The "
+            "Architect's flat-buffer updates').  " + _GPU_PREDICTED + "  CPU: no C++ kernel; "
+            "the reference is a few in-place torch ops over the whole buffer.")
+
+
+#: op name (as passed to :func:`resolve`; backward ops share their forward's entry) -> policy
+POLICY: dict[str, OpPolicy] = {
+    "mixed_sum": OpPolicy(
+        backends=("reference", "triton", "cuda", "cpu"),
+        auto={"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")},
+        ext_op="mixed_sum_forward",
+        why="CPU: the C++ kernel (built with -fopenmp) beats the reference in every measured "
+            "case, forward+backward at 64x16x32x32, M = 14/35: fp32 1 thread 21.8/70.9 ms vs "
+            "38.1/100.4 ms, bf16 1 thread 17.8/62.5 ms vs 46.5/451 ms, and at 2 threads "
+            "(bench/NOTES.md, 'mixed_sum', 'CPU, re-measured with -fopenmp').  " + _GPU_PREDICTED),
+    "state_mixed_sum": OpPolicy(
+        backends=("reference", "triton"),
+        auto={"cuda": ("triton", "reference"), "cpu": ("reference",)},
+        why="no C++/CUDA kernel yet; on the CPU Triton only runs in its interpreter (for "
+            "tests, not speed)."),
+    "rnn_node": OpPolicy(
+        backends=("reference", "triton", "cuda"),
+        auto={"cuda": ("cuda", "triton", "reference"), "cpu": ("reference",)},
+        ext_op="rnn_node_forward",
+        why=_GPU_PREDICTED + "  CPU: no C++ kernel; the reference runs the original's torch "
+            "ops (0.86-1.05x the original per node, bench/NOTES.md, 'rnn_node')."),
+    "rnn_node_bn": OpPolicy(
+        backends=("reference", "triton"),
+        auto={"cuda": ("triton", "reference"), "cpu": ("reference",)},
+        why="no C++/CUDA kernel yet; on the CPU Triton only runs in its interpreter."),
+    "virtual_step_": _flat_update("virtual_step_"),
+    "perturb_": _flat_update("perturb_"),
+    "sgd_step_": _flat_update("sgd_step_"),
+}
 
 _override: str | None = None
 _cache: dict = {}
@@ -34,16 +114,29 @@ _warned: set = set()
 def set_backend(name: str | None) -> None:
     """Force a backend for every fused op (``None`` or ``"auto"`` restores the default)."""
     global _override
-    if name is not None and name != "auto" and name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if name is not None and name not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     _override = None if name == "auto" else name
     _cache.clear()
 
 
+@contextlib.contextmanager
+def use(name: str | None) -> Iterator[None]:
+    """``with use("triton"): ...``: :func:`set_backend` for the block, then the previous
+    choice again (``None``/``"auto"``: auto dispatch inside the block)."""
+    previous = _override
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
 def get_requested() -> str:
+    """The backend asked for now: set_backend's, else FASTDARTS_BACKEND's, else ``auto``."""
     req = _override or os.environ.get("FASTDARTS_BACKEND", "auto") or "auto"
-    if req != "auto" and req not in BACKENDS:
-        raise ValueError(f"FASTDARTS_BACKEND={req!r} is not one of auto, {', '.join(BACKENDS)}")
+    if req not in BACKEND_CHOICES:
+        raise ValueError(f"FASTDARTS_BACKEND={req!r} is not one of {', '.join(BACKEND_CHOICES)}")
     return req
 
 
@@ -93,36 +186,42 @@ def available_backends(device: str | torch.device | None = None) -> list[str]:
     return [b for b in BACKENDS if any(why_unavailable(b, t) is None for t in types)]
 
 
-def resolve(op: str, device: torch.device, supported: tuple[str, ...] = BACKENDS) -> str:
-    """The backend that runs ``op`` on ``device``; cached, so cheap on the hot path."""
+def resolve(op: str, device: torch.device | str) -> str:
+    """The backend that runs ``op`` (a key of :data:`POLICY`) on ``device``; cached, so
+    cheap on the hot path."""
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     req = get_requested()
-    key = (op, device.type, req, supported, triton_interpret())
+    key = (op, device_type, req, triton_interpret())
     hit = _cache.get(key)
     if hit is not None:
         return hit
+    policy = POLICY[op]
     if req == "auto":
-        order = _AUTO_ORDER.get(device.type, ("reference",))
-        choice = next(b for b in order + ("reference",)
-                      if b in supported + ("reference",) and why_unavailable(b, device.type) is None)
-    elif req not in supported:
-        _warn_once(op, req, device.type, f"op {op} has no {req} implementation")
-        choice = "reference"
+        choice = next((b for b in policy.auto_order(device_type)
+                       if why_unavailable(b, device_type) is None), policy.fallback)
+    elif req not in policy.backends:
+        choice = _fall_back(op, policy, req, device_type, f"op {op} has no {req} implementation")
     else:
-        reason = why_unavailable(req, device.type)
-        if reason is None:
-            choice = req
-        else:
-            _warn_once(op, req, device.type, reason)
-            choice = "reference"
+        reason = why_unavailable(req, device_type)
+        choice = req if reason is None else _fall_back(op, policy, req, device_type, reason)
+    if choice in ("cuda", "cpu") and policy.ext_op is not None and not _ext.has_op(policy.ext_op):
+        choice = _fall_back(op, policy, choice, device_type,
+                            f"fastdarts._C has no {op} kernels; rebuild it "
+                            "(pip install --no-build-isolation .)")
     _cache[key] = choice
     return choice
 
 
-def _warn_once(op, req, device_type, reason):
+def _fall_back(op: str, policy: OpPolicy, req: str, device_type: str, reason: str) -> str:
+    _warn_once(op, req, device_type, reason, policy.fallback)
+    return policy.fallback
+
+
+def _warn_once(op, req, device_type, reason, fallback="reference"):
     key = (req, device_type, reason)
     if key in _warned:
         return
     _warned.add(key)
     warnings.warn(f"fastdarts: backend {req!r} cannot run {op} on {device_type}: {reason}. "
-                  "Falling back to the 'reference' backend (plain PyTorch).", RuntimeWarning,
-                  stacklevel=3)
+                  f"Falling back to the {fallback!r} backend (plain PyTorch).", RuntimeWarning,
+                  stacklevel=4)

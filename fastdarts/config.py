@@ -108,9 +108,9 @@ def add_run_flags(parser, *, backend: bool = True, gpu: bool = True) -> None:
     """How a command runs, not what it computes: --backend, --threads and the
     original scripts' --gpu (the device index; --device wins)."""
     if backend:
-        from .backends import BACKENDS
+        from .backends import BACKEND_CHOICES
 
-        parser.add_argument("--backend", default=None, choices=["auto", *BACKENDS],
+        parser.add_argument("--backend", default=None, choices=BACKEND_CHOICES,
                             help="kernel backend for the fused ops (default: auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's; 1 for the embedded default "

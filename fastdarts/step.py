@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from .architect import CNNArchitect
-from .ops import flat as flat_ops
+from .ops import flat_update as flat_ops
 
 
 class CaptureError(RuntimeError):

@@ -140,6 +140,21 @@ def rnn_node_bwd_kernel(g_ptr, ch_ptr, st_ptr, p_ptr, dch_ptr, dst_ptr, partial_
 # -- launchers ----------------------------------------------------------------------------
 
 
+def node_shapes(ch: torch.Tensor, probs: torch.Tensor):
+    """(n, B, H, acc_t, acc_tl, probs in acc_t) for ch [n, B, 2H]: what every launcher of
+    this file and kernels/rnn_node_bn.py starts from."""
+    n, B, H2 = ch.shape
+    acc_t, acc_tl = acc_dtype(ch.dtype)
+    return n, B, H2 // 2, acc_t, acc_tl, probs.to(acc_t)
+
+
+def node_grad_buffers(ch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised d ch [n, B, 2H] and d states [n, B, H], contiguous, in ch's dtype."""
+    n, B, H2 = ch.shape
+    return (torch.empty(n, B, H2, dtype=ch.dtype, device=ch.device),
+            torch.empty(n, B, H2 // 2, dtype=ch.dtype, device=ch.device))
+
+
 def rnn_node_forward(ch: torch.Tensor, states: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """One node of the search cell in one pass.
 
@@ -148,10 +163,7 @@ def rnn_node_forward(ch: torch.Tensor, states: torch.Tensor, probs: torch.Tensor
     probs: [n, 5] softmax weights (any floating dtype; column 0 'none' is not read).
     Returns s [B, H], contiguous, ch's dtype; accumulated in float32 (float64).
     """
-    n, B, H2 = ch.shape
-    H = H2 // 2
-    acc_t, acc_tl = acc_dtype(ch.dtype)
-    p = probs.to(acc_t)
+    n, B, H, acc_t, acc_tl, p = node_shapes(ch, probs)
     out = torch.empty(B, H, dtype=ch.dtype, device=ch.device)
     N = B * H
     if N == 0:
@@ -171,12 +183,8 @@ def rnn_node_backward(grad: torch.Tensor, ch: torch.Tensor, states: torch.Tensor
     Returns (d ch [n, B, 2H] and d states [n, B, H], contiguous, ch's dtype;
     d probs [n, 5] float32 (float64 for float64 inputs), column 0 zero).
     """
-    n, B, H2 = ch.shape
-    H = H2 // 2
-    acc_t, acc_tl = acc_dtype(ch.dtype)
-    p = probs.to(acc_t)
-    d_ch = torch.empty(n, B, 2 * H, dtype=ch.dtype, device=ch.device)
-    d_states = torch.empty(n, B, H, dtype=ch.dtype, device=ch.device)
+    n, B, H, acc_t, acc_tl, p = node_shapes(ch, probs)
+    d_ch, d_states = node_grad_buffers(ch)
     N = B * H
     if N == 0 or n == 0:
         return d_ch, d_states, torch.zeros(n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)

@@ -30,8 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import acc_dtype, on_device
-from .rnn_node import NUM_OPS, _load_node_inputs, _sigmoid, _tanh
+from ._launch import on_device
+from .rnn_node import NUM_OPS, _load_node_inputs, _sigmoid, _tanh, node_grad_buffers, node_shapes
 
 BLOCK_B = 64  # rows per tile
 BLOCK_H = 16  # columns per program: H = 300 -> 19 programs
@@ -185,10 +185,7 @@ def rnn_node_bn_forward(ch, states, probs, h_mask, running_mean, running_var,
     [B, H] (any dtype and strides), running stats [H] (contiguous; updated in place),
     num_batches_tracked [] int64 (+1).  Returns (y, y * h_mask) [B, H] contiguous in ch's
     dtype and invstd [H] in the accumulation dtype (float32; float64 for float64)."""
-    n, B, H2 = ch.shape
-    H = H2 // 2
-    acc_t, acc_tl = acc_dtype(ch.dtype)
-    p = probs.to(acc_t)
+    n, B, H, acc_t, acc_tl, p = node_shapes(ch, probs)
     y = torch.empty(B, H, dtype=ch.dtype, device=ch.device)
     y_masked = torch.empty_like(y)
     invstd = torch.empty(H, dtype=acc_t, device=ch.device)
@@ -206,12 +203,8 @@ def rnn_node_bn_backward(grad_y, grad_y_masked, ch, states, probs, h_mask, y, in
     """grad_y, grad_y_masked [B, H] or None (any strides); the rest as in the forward, y
     its contiguous output.  Returns (d ch [n, B, 2H], d states [n, B, H]: contiguous, ch's
     dtype; d probs [n, 5] in the accumulation dtype, column 0 zero)."""
-    n, B, H2 = ch.shape
-    H = H2 // 2
-    acc_t, acc_tl = acc_dtype(ch.dtype)
-    p = probs.to(acc_t)
-    d_ch = torch.empty(n, B, 2 * H, dtype=ch.dtype, device=ch.device)
-    d_states = torch.empty(n, B, H, dtype=ch.dtype, device=ch.device)
+    n, B, H, acc_t, acc_tl, p = node_shapes(ch, probs)
+    d_ch, d_states = node_grad_buffers(ch)
     programs = triton.cdiv(H, BLOCK_H)
     partial = torch.empty(programs, n, 1 + NUM_OPS, dtype=acc_t, device=ch.device)
     gy = grad_y if grad_y is not None else y  # any valid pointer; not read (HAS_GY False)

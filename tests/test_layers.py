@@ -16,7 +16,7 @@ FLOORS = {
     "kernels": 0, "_ext": 0, "_C": 0,
     "space": 1, "data": 1,
     "backends": 2, "ops": 2, "reference": 2, "functional": 2, "config": 2,
-    "nn": 3, "architect": 3, "flat_buffers": 3, "flat": 3,
+    "nn": 3, "architect": 3, "flat_buffers": 3,
     "step": 4, "rnn_step": 4, "distributed": 4, "regression": 4,
     "loop": 5,
     "search": 6, "train": 6, "profile": 6,

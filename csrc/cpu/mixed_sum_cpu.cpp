@@ -5,7 +5,8 @@
 // Work is split into fixed kChunk-element chunks (at::parallel_for; note that it only
 // runs in parallel when the extension is compiled with -fopenmp); within a chunk a
 // kTile-element float accumulator stays in L1 while the M inputs stream through it.
-// Auto dispatch on CPU prefers the reference backend: see bench/NOTES.md, "mixed_sum".
+// Auto dispatch on CPU picks this kernel over the reference (measured: fastdarts/backends.py
+// POLICY["mixed_sum"], bench/NOTES.md "mixed_sum").
 // grad_weights: one partial per (input, chunk) from kLanes independent lane sums (so
 // the compiler can vectorise without reassociating), then a fixed-order sum: results
 // do not depend on the thread count.
@@ -14,6 +15,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include "../mixed_sum_checks.h"
 
 #include <algorithm>
 #include <tuple>
@@ -26,32 +29,6 @@ constexpr int64_t kTile = 256;     // accumulator tile: 1 KiB of float, L1-resid
 constexpr int64_t kBwdTile = 2048; // grad tile of the backward: 8 KiB of float
 constexpr int64_t kChunk = 32768;  // parallel task and grad_weights partial size (fixed)
 constexpr int kLanes = 16;         // independent partial sums per input and tile
-
-bool same_layout(const at::Tensor& a, const at::Tensor& b) {
-  // Size-1 dims never move through memory, so their strides do not matter.
-  for (int64_t d = 0; d < a.dim(); ++d) {
-    if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
-  }
-  return true;
-}
-
-void check_inputs(at::TensorList outputs, const at::Tensor& weights, const char* op) {
-  TORCH_CHECK(!outputs.empty(), op, ": needs at least one output tensor");
-  TORCH_CHECK(weights.numel() == static_cast<int64_t>(outputs.size()), op, ": got ",
-              outputs.size(), " outputs but ", weights.numel(), " weights");
-  TORCH_CHECK(weights.is_floating_point(), op, ": weights must be floating point");
-  const at::Tensor& first = outputs[0];
-  TORCH_CHECK(first.device().is_cpu() && weights.device().is_cpu(), op,
-              ": the cpu kernels take CPU tensors");
-  TORCH_CHECK(first.is_non_overlapping_and_dense(), op,
-              ": outputs must be dense (call fastdarts.functional.mixed_sum, which lays them out)");
-  for (size_t m = 1; m < outputs.size(); ++m) {
-    const at::Tensor& x = outputs[m];
-    TORCH_CHECK(x.sizes() == first.sizes() && x.scalar_type() == first.scalar_type() &&
-                    x.device() == first.device() && same_layout(x, first),
-                op, ": outputs[", m, "] differs from outputs[0] in shape, dtype, device or strides");
-  }
-}
 
 // Inputs are consumed G at a time: G concurrent read streams per sweep of the tile keep
 // more cache misses in flight than one stream at a time.  Measured on this project's
@@ -138,7 +115,7 @@ void backward_kernel(const scalar_t* grad, const std::vector<const scalar_t*>& x
 }
 
 at::Tensor mixed_sum_forward_cpu(at::TensorList outputs, const at::Tensor& weights) {
-  check_inputs(outputs, weights, "fastdarts_C::mixed_sum_forward");
+  check_mixed_sum_inputs(outputs, weights, "fastdarts_C::mixed_sum_forward", at::kCPU);
   const at::Tensor& first = outputs[0];
   at::Tensor out = at::empty_like(first);  // keeps the dense strides (channels_last stays)
   const int64_t n = first.numel();
@@ -158,12 +135,9 @@ at::Tensor mixed_sum_forward_cpu(at::TensorList outputs, const at::Tensor& weigh
 
 std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cpu(
     const at::Tensor& grad, at::TensorList outputs, const at::Tensor& weights) {
-  check_inputs(outputs, weights, "fastdarts_C::mixed_sum_backward");
+  check_mixed_sum_inputs(outputs, weights, "fastdarts_C::mixed_sum_backward", at::kCPU);
   const at::Tensor& first = outputs[0];
-  TORCH_CHECK(grad.sizes() == first.sizes() && grad.scalar_type() == first.scalar_type() &&
-                  grad.device() == first.device() && same_layout(grad, first),
-              "fastdarts_C::mixed_sum_backward: grad must have the outputs' shape, dtype, "
-              "device and strides");
+  check_mixed_sum_grad(grad, first, "fastdarts_C::mixed_sum_backward");
   const int64_t n = first.numel();
   const int64_t num_inputs = static_cast<int64_t>(outputs.size());
   const auto acc_type = at::toOpMathType(first.scalar_type());

@@ -18,6 +18,9 @@
 #include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include "../mixed_sum_checks.h"
+#include "reduce.cuh"
+
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
@@ -82,13 +85,6 @@ mixed_sum_fwd_kernel(FwdPointers ptrs, int count, const at::opmath_type<scalar_t
     }
     dst[i] = static_cast<dst_t>(acc);
   }
-}
-
-template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum(acc_t v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
 }
 
 // gx_m = w[m] * g;  partial[m * partial_stride + blockIdx.x] = this block's sum of g * x_m.
@@ -157,31 +153,6 @@ mixed_sum_bwd_kernel(BwdPointers ptrs, int count, const scalar_t* __restrict__ g
   }
 }
 
-bool same_layout(const at::Tensor& a, const at::Tensor& b) {
-  for (int64_t d = 0; d < a.dim(); ++d) {
-    if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
-  }
-  return true;
-}
-
-void check_inputs(at::TensorList outputs, const at::Tensor& weights, const char* op) {
-  TORCH_CHECK(!outputs.empty(), op, ": needs at least one output tensor");
-  TORCH_CHECK(weights.numel() == static_cast<int64_t>(outputs.size()), op, ": got ",
-              outputs.size(), " outputs but ", weights.numel(), " weights");
-  TORCH_CHECK(weights.is_floating_point(), op, ": weights must be floating point");
-  const at::Tensor& first = outputs[0];
-  TORCH_CHECK(first.is_cuda() && weights.device() == first.device(), op,
-              ": the cuda kernels take CUDA tensors on one device");
-  TORCH_CHECK(first.is_non_overlapping_and_dense(), op,
-              ": outputs must be dense (call fastdarts.functional.mixed_sum, which lays them out)");
-  for (size_t m = 1; m < outputs.size(); ++m) {
-    const at::Tensor& x = outputs[m];
-    TORCH_CHECK(x.sizes() == first.sizes() && x.scalar_type() == first.scalar_type() &&
-                    x.device() == first.device() && same_layout(x, first),
-                op, ": outputs[", m, "] differs from outputs[0] in shape, dtype, device or strides");
-  }
-}
-
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 int grid_for(int64_t work_items) {
@@ -204,7 +175,7 @@ void launch_fwd(const FwdPointers& ptrs, int count, const at::opmath_type<scalar
 }
 
 at::Tensor mixed_sum_forward_cuda(at::TensorList outputs, const at::Tensor& weights) {
-  check_inputs(outputs, weights, "fastdarts_C::mixed_sum_forward");
+  check_mixed_sum_inputs(outputs, weights, "fastdarts_C::mixed_sum_forward", at::kCUDA);
   const at::Tensor& first = outputs[0];
   const c10::cuda::CUDAGuard guard(first.device());
   at::Tensor out = at::empty_like(first);  // keeps the dense strides (channels_last stays)
@@ -247,12 +218,9 @@ at::Tensor mixed_sum_forward_cuda(at::TensorList outputs, const at::Tensor& weig
 
 std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cuda(
     const at::Tensor& grad, at::TensorList outputs, const at::Tensor& weights) {
-  check_inputs(outputs, weights, "fastdarts_C::mixed_sum_backward");
+  check_mixed_sum_inputs(outputs, weights, "fastdarts_C::mixed_sum_backward", at::kCUDA);
   const at::Tensor& first = outputs[0];
-  TORCH_CHECK(grad.sizes() == first.sizes() && grad.scalar_type() == first.scalar_type() &&
-                  grad.device() == first.device() && same_layout(grad, first),
-              "fastdarts_C::mixed_sum_backward: grad must have the outputs' shape, dtype, "
-              "device and strides");
+  check_mixed_sum_grad(grad, first, "fastdarts_C::mixed_sum_backward");
   const c10::cuda::CUDAGuard guard(first.device());
   const int64_t n = first.numel();
   const int64_t total = static_cast<int64_t>(outputs.size());

@@ -19,6 +19,8 @@
 #include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include "reduce.cuh"
+
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
@@ -84,13 +86,6 @@ rnn_node_fwd_kernel(const scalar_t* __restrict__ ch, const scalar_t* __restrict_
     }
     out[e] = static_cast<scalar_t>(acc);
   }
-}
-
-template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum(acc_t v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
 }
 
 // d ch [n, B, 2H] and d states [n, B, H] contiguous; partial[block, j, 1 + f] = this

@@ -1,7 +1,18 @@
 """Registered fused ops (``torch.ops.fastdarts.*``) with their autograd and fake impls.
 
-Importing this package registers the ops.  Each op picks its backend at run
-time through :func:`fastdarts.backends.resolve`.
+One op (family) a file, its plain-PyTorch reference beside it:
+
+    mixed_sum.py    + mixed_sum_ref.py     fastdarts::mixed_sum(_backward)
+    state_sum.py    + state_sum_ref.py     fastdarts::state_mixed_sum(_backward)
+    rnn_node.py     + rnn_node_ref.py      fastdarts::rnn_node(_backward)
+    rnn_node_bn.py  + rnn_node_bn_ref.py   fastdarts::rnn_node_bn(_backward)
+    flat_update.py  + flat_update_ref.py   fastdarts::virtual_step_ / perturb_ / sgd_step_
+
+Importing this package registers mixed_sum and state_mixed_sum; the others register
+when their module is imported (fastdarts.nn, fastdarts.architect do).  Each op picks
+its backend at run time through :func:`fastdarts.backends.resolve`, which reads the
+policy table ``fastdarts.backends.POLICY``; an op module only maps backend names to
+implementations (Triton launchers in kernels/, C++/CUDA through torch.ops.fastdarts_C).
 """
 
 from __future__ import annotations

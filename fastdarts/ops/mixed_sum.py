@@ -11,9 +11,10 @@ pass over ``grad`` and the outputs:
     grad_weights[m] = sum(grad * outputs[m])     (per-block partials + a small sum:
                                                    deterministic, no float atomics)
 
-Backends (chosen by :func:`fastdarts.backends.resolve`): ``reference``
-(fastdarts/ops/naive.py), ``triton`` (kernels/mixed_sum.py), ``cuda``
-(csrc/cuda/mixed_sum_cuda.cu) and ``cpu`` (csrc/cpu/mixed_sum_cpu.cpp).
+Backends (chosen by :func:`fastdarts.backends.resolve`, whose ``POLICY`` table says
+which one ``auto`` picks and why): ``reference`` (fastdarts/ops/mixed_sum_ref.py),
+``triton`` (kernels/mixed_sum.py), ``cuda`` (csrc/cuda/mixed_sum_cuda.cu) and ``cpu``
+(csrc/cpu/mixed_sum_cpu.cpp).
 
 Layout: when all outputs share one dense, non-overlapping stride order
 (contiguous, channels_last, any permutation) the kernels treat memory as flat
@@ -28,16 +29,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .. import _ext, backends
-from . import naive
+from .. import backends
+from . import mixed_sum_ref
 
 OP_NAME = "mixed_sum"
-SUPPORTED = ("reference", "triton", "cuda", "cpu")
-# Auto dispatch on CPU tensors leaves the C++ kernel out: measured against the reference
-# (bench/NOTES.md, "mixed_sum") it does not win consistently (the extension is built
-# without -fopenmp, so at::parallel_for runs it on one thread, while the reference's
-# torch ops use all cores).  set_backend("cpu") / FASTDARTS_BACKEND=cpu still select it.
-_AUTO_SUPPORTED_CPU = ("reference", "triton", "cuda")
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -136,31 +131,15 @@ def _ext_backward(grad, outputs, weights):
     return list(grad_outputs), grad_weights
 
 
-_FORWARD = {"reference": naive.mixed_sum_forward, "triton": _triton_forward,
+_FORWARD = {"reference": mixed_sum_ref.mixed_sum_forward, "triton": _triton_forward,
             "cuda": _ext_forward, "cpu": _ext_forward}
-_BACKWARD = {"reference": naive.mixed_sum_backward, "triton": _triton_backward,
+_BACKWARD = {"reference": mixed_sum_ref.mixed_sum_backward, "triton": _triton_backward,
              "cuda": _ext_backward, "cpu": _ext_backward}
 
 
 def current_backend(device: torch.device | str) -> str:
     """The backend ``mixed_sum`` runs on tensors of ``device`` right now."""
-    device = torch.device(device)
-    auto_cpu = device.type == "cpu" and backends.get_requested() == "auto"
-    return backends.resolve(OP_NAME, device, _AUTO_SUPPORTED_CPU if auto_cpu else SUPPORTED)
-
-
-def _backend_has_op(backend: str) -> bool:
-    return backend not in ("cuda", "cpu") or _ext.has_op("mixed_sum_forward")
-
-
-def _pick(device: torch.device) -> str:
-    backend = current_backend(device)
-    if not _backend_has_op(backend):  # an older _C built before this op existed
-        backends._warn_once(OP_NAME, backend, device.type,
-                            "fastdarts._C has no mixed_sum kernels; rebuild it "
-                            "(pip install --no-build-isolation .)")
-        backend = "reference"
-    return backend
+    return backends.resolve(OP_NAME, device)
 
 
 # -- the registered ops ------------------------------------------------------------------
@@ -175,7 +154,7 @@ def mixed_sum(outputs: list[Tensor], weights: Tensor) -> Tensor:
     """
     check_inputs(outputs, weights)
     outs = flat_layout(outputs)
-    return _FORWARD[_pick(outs[0].device)](outs, weights.reshape(-1))
+    return _FORWARD[current_backend(outs[0].device)](outs, weights.reshape(-1))
 
 
 @mixed_sum.register_fake
@@ -196,7 +175,7 @@ def mixed_sum_backward(grad: Tensor, outputs: list[Tensor], weights: Tensor
     check_inputs(outputs, weights)
     outs = flat_layout(outputs)
     grad = _match_layout(grad.to(outs[0].dtype), outs[0])
-    grad_outputs, grad_weights = _BACKWARD[_pick(outs[0].device)](grad, outs,
+    grad_outputs, grad_weights = _BACKWARD[current_backend(outs[0].device)](grad, outs,
                                                                    weights.reshape(-1))
     return list(grad_outputs), grad_weights.to(weights.dtype).reshape(weights.shape)
 
@@ -219,7 +198,8 @@ def _backward(ctx, grad):
     if torch.is_grad_enabled():
         # create_graph=True (double backward, e.g. the Architect's exact Hessian-vector
         # product): the same math from differentiable torch ops
-        grad_outputs, grad_weights = naive.mixed_sum_backward(grad, outputs, weights.reshape(-1))
+        grad_outputs, grad_weights = mixed_sum_ref.mixed_sum_backward(grad, outputs,
+                                                                     weights.reshape(-1))
         return grad_outputs, grad_weights.reshape(weights.shape)
     grad_outputs, grad_weights = torch.ops.fastdarts.mixed_sum_backward(grad, outputs, weights)
     return list(grad_outputs), grad_weights

@@ -14,12 +14,13 @@ activations from ch instead of saving them.  ``probs[:, 0]`` ('none') is never
 computed on; its gradient is 0, as in the original.  The gradient of probs is a
 deterministic reduction (per-block partials summed in a fixed order).
 
-Backends (chosen by :func:`fastdarts.backends.resolve`): ``reference`` (plain
-torch, below: a transcription of the reference cell's math), ``triton``
-(kernels/rnn_node.py) and ``cuda`` (csrc/cuda/rnn_node_cuda.cu, through
-fastdarts._C when it was built with it).  The backward op also has an autograd
-formula (through the plain-torch backward), so exact Hessian-vector products
-(``create_graph=True``) work on every backend.
+Backends (chosen by :func:`fastdarts.backends.resolve`, policy in its ``POLICY``
+table): ``reference`` (fastdarts/ops/rnn_node_ref.py: a transcription of the
+reference cell's math), ``triton`` (kernels/rnn_node.py) and ``cuda``
+(csrc/cuda/rnn_node_cuda.cu, through fastdarts._C when it was built with it; a
+fastdarts._C built before this op falls back to the reference with one warning).
+The backward op also has an autograd formula (through the plain-torch backward),
+so exact Hessian-vector products (``create_graph=True``) work on every backend.
 """
 
 from __future__ import annotations
@@ -27,21 +28,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _ext, backends
+from .. import backends
 from ..space.genotypes import RNN_PRIMITIVES
-from . import load_triton_kernels
+from . import load_triton_kernels, rnn_node_ref
+from .rnn_node_ref import OPS, node_backward_math
 
 OP_NAME = "rnn_node"
-SUPPORTED = ("reference", "triton", "cuda")
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # The kernels hard-code the column order of probs; fail loudly if the space changes.
-OPS = ("tanh", "relu", "sigmoid", "identity")
 if list(RNN_PRIMITIVES) != ["none", *OPS]:
     raise ImportError(f"fastdarts::rnn_node expects RNN primitives ['none', {', '.join(OPS)}], "
                       f"got {RNN_PRIMITIVES}")
-_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
-                "identity": lambda x: x}
 
 
 def check_inputs(ch: Tensor, states: Tensor, probs: Tensor) -> None:
@@ -84,72 +82,6 @@ def _common(ch: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
     return ch.to(dtype), states.to(dtype)  # a copy only when the dtypes differ
 
 
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: float64 stays, everything else computes in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-# -- reference backend: plain torch, the reference cell's math ------------------------
-def node_forward_math(ch: Tensor, states: Tensor, probs: Tensor) -> Tensor:
-    """The reference cell's node (differentiable plain torch, in the inputs' dtype).
-
-    ch [n, B, 2H], states [n, B, H], probs [n, 5] -> s [B, H].  Same operations, in
-    the same order, as ``DARTSCellSearch.cell`` after its matmul.
-    """
-    H = states.shape[-1]
-    c, h = torch.split(ch, H, dim=-1)
-    c = c.sigmoid()
-    s = torch.zeros_like(states[0])
-    for k, name in enumerate(OPS, start=1):
-        unweighted = states + c * (_ACTIVATIONS[name](h) - states)
-        s = s + torch.sum(probs[:, k].unsqueeze(-1).unsqueeze(-1) * unweighted, dim=0)
-    return s
-
-
-def node_backward_math(grad: Tensor, ch: Tensor, states: Tensor, probs: Tensor
-                       ) -> tuple[Tensor, Tensor, Tensor]:
-    """Closed-form gradients of :func:`node_forward_math` (differentiable plain torch).
-
-    grad [B, H] -> (d ch [n, B, 2H], d states [n, B, H], d probs [n, 5]) with
-    P = sum_f p_f, A = sum_f p_f f(h):  d st = g P (1 - c),
-    d ch[:H] = g (A - P st) c (1 - c),  d ch[H:] = g c sum_f p_f f'(h),
-    d p_f = sum_{B, H} g (st + c (f(h) - st)),  d p_none = 0.
-    """
-    H = states.shape[-1]
-    c_pre, h = torch.split(ch, H, dim=-1)
-    c = c_pre.sigmoid()
-    p = probs[:, 1:].unsqueeze(-1).unsqueeze(-1)  # [n, 4, 1, 1]
-    f_tanh, f_relu, f_sigm = torch.tanh(h), torch.relu(h), torch.sigmoid(h)
-    f_all = torch.stack([f_tanh, f_relu, f_sigm, h], dim=1)  # [n, 4, B, H]
-    df_all = torch.stack([1 - f_tanh * f_tanh, (h > 0).to(h.dtype), f_sigm * (1 - f_sigm),
-                          torch.ones_like(h)], dim=1)
-    g = grad.unsqueeze(0)
-    p_sum = p.sum(dim=1)  # [n, 1, 1]
-    act = (p * f_all).sum(dim=1)  # [n, B, H]
-    d_states = g * p_sum * (1 - c)
-    d_c = g * (act - p_sum * states) * c * (1 - c)
-    d_h = g * c * (p * df_all).sum(dim=1)
-    unweighted = states.unsqueeze(1) + c.unsqueeze(1) * (f_all - states.unsqueeze(1))
-    d_ops = (g.unsqueeze(1) * unweighted).sum(dim=(2, 3))  # [n, 4]
-    d_probs = torch.cat([torch.zeros_like(d_ops[:, :1]), d_ops], dim=1)
-    return torch.cat([d_c, d_h], dim=-1), d_states, d_probs
-
-
-def _reference_forward(ch, states, probs):
-    acc = acc_dtype(ch.dtype)
-    # contiguous: elementwise ops would hand a strided states' layout on to s.
-    s = node_forward_math(ch.to(acc), states.to(acc), probs.to(acc))
-    return s.to(ch.dtype).contiguous()
-
-
-def _reference_backward(grad, ch, states, probs):
-    acc = acc_dtype(ch.dtype)
-    d_ch, d_states, d_probs = node_backward_math(grad.to(acc), ch.to(acc), states.to(acc),
-                                                 probs.to(acc))
-    return (d_ch.to(ch.dtype).contiguous(),
-            d_states.to(ch.dtype).contiguous(), d_probs)
-
-
 # -- compiled backends -----------------------------------------------------------------------
 def _triton_forward(ch, states, probs):
     return load_triton_kernels("rnn_node").rnn_node_forward(ch, states, probs)
@@ -167,26 +99,15 @@ def _cuda_backward(grad, ch, states, probs):
     return torch.ops.fastdarts_C.rnn_node_backward(grad, ch, states, probs)
 
 
-_FORWARD = {"reference": _reference_forward, "triton": _triton_forward, "cuda": _cuda_forward}
-_BACKWARD = {"reference": _reference_backward, "triton": _triton_backward,
+_FORWARD = {"reference": rnn_node_ref.rnn_node_forward, "triton": _triton_forward,
+            "cuda": _cuda_forward}
+_BACKWARD = {"reference": rnn_node_ref.rnn_node_backward, "triton": _triton_backward,
              "cuda": _cuda_backward}
 
 
 def current_backend(device: torch.device | str) -> str:
     """The backend ``rnn_node`` runs on tensors of ``device`` right now."""
-    return backends.resolve(OP_NAME, torch.device(device), SUPPORTED)
-
-
-def _pick(device: torch.device) -> str:
-    backend = current_backend(device)
-    if backend == "cuda" and not _ext.has_op("rnn_node_forward"):
-        # An older _C built before this op existed: say so once, then take the next best.
-        backends._warn_once(OP_NAME, backend, device.type,
-                            "fastdarts._C has no rnn_node kernels; rebuild it "
-                            "(pip install --no-build-isolation .)")
-        backend = "triton" if backends.why_unavailable("triton", device.type) is None \
-            else "reference"
-    return backend
+    return backends.resolve(OP_NAME, device)
 
 
 # -- the registered ops ------------------------------------------------------------------------
@@ -203,7 +124,7 @@ def rnn_node(ch: Tensor, states: Tensor, probs: Tensor) -> Tensor:
     """
     check_inputs(ch, states, probs)
     ch, states = _common(ch, states)
-    return _FORWARD[_pick(ch.device)](ch, states, probs)
+    return _FORWARD[current_backend(ch.device)](ch, states, probs)
 
 
 @rnn_node.register_fake
@@ -228,7 +149,7 @@ def rnn_node_backward(grad: Tensor, ch: Tensor, states: Tensor, probs: Tensor
     ch_dtype, states_dtype = ch.dtype, states.dtype
     ch, states = _common(ch, states)
     grad = grad.to(ch.dtype)
-    d_ch, d_states, d_probs = _BACKWARD[_pick(ch.device)](grad, ch, states, probs)
+    d_ch, d_states, d_probs = _BACKWARD[current_backend(ch.device)](grad, ch, states, probs)
     return d_ch.to(ch_dtype), d_states.to(states_dtype), d_probs.to(probs.dtype)
 
 

@@ -14,9 +14,10 @@ the same update, in the same order (once per call), with ATen's formula
 (``momentum * batch + (1 - momentum) * running``, unbiased variance), so they end as
 the module's do; only the rounding of the batch statistics differs (fp32 accumulation).
 
-Backends (:func:`fastdarts.backends.resolve`): ``reference`` (plain torch:
-``rnn_node``'s math and ``torch.native_batch_norm``) and ``triton``
-(kernels/rnn_node_bn.py).  No CUDA C++ kernel yet: on a GPU auto dispatch picks Triton.
+Backends (:func:`fastdarts.backends.resolve`, policy in its ``POLICY`` table):
+``reference`` (fastdarts/ops/rnn_node_bn_ref.py: ``rnn_node``'s math and
+``torch.native_batch_norm``) and ``triton`` (kernels/rnn_node_bn.py).  No CUDA C++
+kernel yet: on a GPU auto dispatch picks Triton.
 The backward op has an autograd formula (re-computing the forward in plain torch), so
 exact Hessian-vector products (``create_graph=True``) work.
 """
@@ -27,12 +28,12 @@ import torch
 from torch import Tensor
 
 from .. import backends
-from . import load_triton_kernels
-from .rnn_node import (_common, acc_dtype, check_inputs, io_dtype, node_backward_math,
-                       node_forward_math)
+from . import load_triton_kernels, rnn_node_bn_ref
+from .mixed_sum_ref import acc_dtype
+from .rnn_node import _common, check_inputs, io_dtype
+from .rnn_node_bn_ref import node_bn_forward_math
 
 OP_NAME = "rnn_node_bn"
-SUPPORTED = ("reference", "triton")
 
 
 def _check(ch, states, probs, h_mask, running_mean, running_var):
@@ -53,53 +54,7 @@ def _check(ch, states, probs, h_mask, running_mean, running_var):
                          f"got a batch of {B}")
 
 
-# -- reference backend and the plain-torch math -------------------------------------------
-def node_bn_forward_math(ch: Tensor, states: Tensor, probs: Tensor, h_mask: Tensor,
-                         eps: float) -> tuple[Tensor, Tensor]:
-    """(bn(node(ch, states, probs)), that * h_mask), differentiable plain torch, batch
-    statistics only (no running-statistics update): for double backward."""
-    s = node_forward_math(ch, states, probs)
-    mean = s.mean(0)
-    var = (s - mean).pow(2).mean(0)
-    y = (s - mean) * torch.rsqrt(var + eps)
-    return y, y * h_mask
-
-
-def node_bn_backward_math(grad_y: Tensor | None, grad_y_masked: Tensor | None, ch: Tensor,
-                          states: Tensor, probs: Tensor, h_mask: Tensor, y: Tensor,
-                          invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """g = grad_y + grad_y_masked * h_mask; d s = invstd (g - mean_b g - y mean_b(g y))
-    (BN backward, affine=False), then :func:`node_backward_math` of d s."""
-    g = torch.zeros_like(y) if grad_y is None else grad_y
-    if grad_y_masked is not None:
-        g = g + grad_y_masked * h_mask
-    ds = invstd * (g - g.mean(0) - y * (g * y).mean(0))
-    return node_backward_math(ds, ch, states, probs)
-
-
-def _reference_forward(ch, states, probs, h_mask, running_mean, running_var,
-                       num_batches_tracked, momentum, eps):
-    acc = acc_dtype(ch.dtype)
-    s = node_forward_math(ch.to(acc), states.to(acc), probs.to(acc)).to(ch.dtype)
-    y, _, invstd = torch.native_batch_norm(s, None, None, running_mean, running_var, True,
-                                           momentum, eps)
-    num_batches_tracked.add_(1)
-    y = y.contiguous()
-    return y, (y * h_mask.to(y.dtype)).contiguous(), invstd.to(acc)
-
-
-def _reference_backward(grad_y, grad_y_masked, ch, states, probs, h_mask, y, invstd):
-    acc = acc_dtype(ch.dtype)
-
-    def up(t):
-        return None if t is None else t.to(acc)
-
-    d_ch, d_states, d_probs = node_bn_backward_math(up(grad_y), up(grad_y_masked), ch.to(acc),
-                                                    states.to(acc), probs.to(acc),
-                                                    h_mask.to(acc), y.to(acc), invstd.to(acc))
-    return d_ch.to(ch.dtype).contiguous(), d_states.to(ch.dtype).contiguous(), d_probs
-
-
+# -- backends ----------------------------------------------------------------------------------
 def _triton_forward(*args):
     return load_triton_kernels("rnn_node_bn").rnn_node_bn_forward(*args)
 
@@ -108,13 +63,13 @@ def _triton_backward(*args):
     return load_triton_kernels("rnn_node_bn").rnn_node_bn_backward(*args)
 
 
-_FORWARD = {"reference": _reference_forward, "triton": _triton_forward}
-_BACKWARD = {"reference": _reference_backward, "triton": _triton_backward}
+_FORWARD = {"reference": rnn_node_bn_ref.rnn_node_bn_forward, "triton": _triton_forward}
+_BACKWARD = {"reference": rnn_node_bn_ref.rnn_node_bn_backward, "triton": _triton_backward}
 
 
 def current_backend(device: torch.device | str) -> str:
     """The backend ``rnn_node_bn`` runs on tensors of ``device`` right now."""
-    return backends.resolve(OP_NAME, torch.device(device), SUPPORTED)
+    return backends.resolve(OP_NAME, device)
 
 
 # -- the registered ops ------------------------------------------------------------------------

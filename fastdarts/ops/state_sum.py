@@ -19,9 +19,10 @@ Inputs (``blocks[i]`` says how ``inputs[i]`` is read):
     op-major then edge-major: op b of edge e is channels ``[(b*E + e)*C, (b*E + e + 1)*C)``.
 The weight columns follow the inputs' blocks in order: K = sum(max(1, blocks[i])).
 
-Backends: ``reference`` (fastdarts/ops/naive.py) and ``triton`` (kernels/state_sum.py);
-``auto`` picks Triton on CUDA tensors and the reference on CPU tensors.  No CUDA C++
-kernel yet: a request for ``cuda``/``cpu`` falls back with one warning.
+Backends: ``reference`` (fastdarts/ops/state_sum_ref.py) and ``triton``
+(kernels/state_sum.py); which one ``auto`` picks is in ``fastdarts.backends.POLICY``
+(Triton on CUDA tensors, the reference on CPU tensors).  No CUDA C++ kernel yet: a
+request for ``cuda``/``cpu`` falls back with one warning.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ import torch
 from torch import Tensor
 
 from .. import backends
-from . import naive
+from . import state_sum_ref
+from .mixed_sum_ref import acc_dtype
 
 OP_NAME = "state_mixed_sum"
-SUPPORTED = ("reference", "triton")
-_AUTO_SUPPORTED_CPU = ("reference",)
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -137,14 +137,9 @@ def _triton():
     return load_triton_kernels("state_sum")
 
 
-def _pick(device: torch.device) -> str:
-    auto_cpu = device.type == "cpu" and backends.get_requested() == "auto"
-    return backends.resolve(OP_NAME, device, _AUTO_SUPPORTED_CPU if auto_cpu else SUPPORTED)
-
-
 def current_backend(device: torch.device | str) -> str:
     """The backend ``state_mixed_sum`` runs on tensors of ``device`` right now."""
-    return _pick(torch.device(device))
+    return backends.resolve(OP_NAME, device)
 
 
 def _forward(inputs, blocks, weights, partials):
@@ -152,11 +147,11 @@ def _forward(inputs, blocks, weights, partials):
     E = weights.shape[0]
     tensors, fmt = normalized(list(inputs) + list(partials))
     inputs, partials = tensors[:len(inputs)], tensors[len(inputs):]
-    if _pick(inputs[0].device) == "triton":
+    if current_backend(inputs[0].device) == "triton":
         kb, L = kernel_blocks(inputs, blocks, E, C, fmt)
         return _triton().state_sum_forward(kb, weights, partials,
                                            _out_like(inputs[0], C, fmt), L)
-    return naive.state_sum_forward(inputs, blocks, weights, partials, C, fmt)
+    return state_sum_ref.state_sum_forward(inputs, blocks, weights, partials, C, fmt)
 
 
 def _backward(grads, inputs, blocks, weights):
@@ -164,9 +159,9 @@ def _backward(grads, inputs, blocks, weights):
     E = weights.shape[0]
     tensors, fmt = normalized(list(inputs) + [g.to(inputs[0].dtype) for g in grads])
     inputs, grads = tensors[:len(inputs)], tensors[len(inputs):]
-    if _pick(inputs[0].device) == "triton":
+    if current_backend(inputs[0].device) == "triton":
         kb, L = kernel_blocks(inputs, blocks, E, C, fmt)
-        acc_t = naive.acc_dtype(inputs[0].dtype)
+        acc_t = acc_dtype(inputs[0].dtype)
         # shared inputs sum E edges' terms: accumulate them in float32 for low precision
         targets = [torch.empty_like(x, dtype=acc_t if g == 0 else x.dtype)
                    for x, g in zip(inputs, blocks, strict=True)]
@@ -174,7 +169,7 @@ def _backward(grads, inputs, blocks, weights):
         grad_weights = _triton().state_sum_backward(grads, kb, per_column, weights, L)
         grad_inputs = [t.to(x.dtype) for t, x in zip(targets, inputs, strict=True)]
     else:
-        grad_inputs, grad_weights = naive.state_sum_backward(grads, inputs, blocks, weights, C,
+        grad_inputs, grad_weights = state_sum_ref.state_sum_backward(grads, inputs, blocks, weights, C,
                                                              fmt)
     return grad_inputs, grad_weights.to(weights.dtype)
 
@@ -227,7 +222,7 @@ def _autograd_backward(ctx, grads):
     if torch.is_grad_enabled():  # double backward (exact HVP): differentiable torch ops
         C = check_inputs(xs, ctx.blocks, weights, [])
         fmt = _format(xs) or torch.contiguous_format
-        grad_inputs, grad_weights = naive.state_sum_backward(grads, xs, ctx.blocks, weights, C, fmt)
+        grad_inputs, grad_weights = state_sum_ref.state_sum_backward(grads, xs, ctx.blocks, weights, C, fmt)
     else:
         grad_inputs, grad_weights = torch.ops.fastdarts.state_mixed_sum_backward(
             grads, xs, ctx.blocks, weights)

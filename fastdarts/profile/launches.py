@@ -301,11 +301,11 @@ FASTDARTS_LAUNCHES = {
     "fastdarts::rnn_node_bn": _rnn_node_bn,
     # kernels/rnn_node_bn.py rnn_node_bn_backward: one kernel + partial.sum(0).
     "fastdarts::rnn_node_bn_backward": _rnn_node_bn_backward,
-    # csrc/cuda/flat_ops_cuda.cu virtual_step_cuda / kernels/flat.py _virtual_step_kernel: 1.
+    # csrc/cuda/flat_update_cuda.cu virtual_step_cuda / kernels/flat_update.py _virtual_step_kernel: 1.
     "fastdarts::virtual_step_": lambda args, backend: 1,
-    # csrc/cuda/flat_ops_cuda.cu perturb_cuda / kernels/flat.py _perturb_kernel: 1.
+    # csrc/cuda/flat_update_cuda.cu perturb_cuda / kernels/flat_update.py _perturb_kernel: 1.
     "fastdarts::perturb_": lambda args, backend: 1,
-    # csrc/cuda/flat_ops_cuda.cu sgd_step_cuda / kernels/flat.py _sgd_step_kernel: 1.
+    # csrc/cuda/flat_update_cuda.cu sgd_step_cuda / kernels/flat_update.py _sgd_step_kernel: 1.
     "fastdarts::sgd_step_": lambda args, backend: 1,
 }
 

@@ -44,6 +44,7 @@ step gives each phase's peak allocated memory.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import platform
@@ -435,12 +436,10 @@ def run_profile(space: str, cfg, *, warmup: int = 3, steps: int = 10, compare: b
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0 (got {steps}, {warmup})")
     cfg = _with(cfg, quiet=True)
-    previous = backends._override
     rows, device = [], None
-    try:
-        for v in variants(space, cfg, compare):
-            if v["backend"] is not None:
-                backends.set_backend(v["backend"])
+    for v in variants(space, cfg, compare):
+        # a variant without a backend (the reference) runs under the caller's choice
+        with backends.use(v["backend"]) if v["backend"] is not None else contextlib.nullcontext():
             if log:
                 log(f"profiling {v['name']} ...")
             engine = build(v["cfg"])
@@ -451,8 +450,6 @@ def run_profile(space: str, cfg, *, warmup: int = 3, steps: int = 10, compare: b
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    finally:
-        backends.set_backend(previous)
     base = next((r for r in rows if r["impl"] == "reference"), None)
     for r in rows:
         r["speedup_vs_reference"] = (base["step_ms"] / r["step_ms"]

@@ -1,4 +1,4 @@
-// Schemas of the Architect's flat-buffer ops (see fastdarts/ops/flat.py).
+// Schemas of the Architect's flat-buffer ops (see fastdarts/ops/flat_update.py).
 //   virtual_step_(w, backup, g, m?, eta, momentum, wd, g_scale?):
 //       backup <- w; w <- w - eta * (momentum * m + g_scale * g + wd * w)
 //   perturb_(w, backup, v, R, sign):  w <- backup + sign * R * v

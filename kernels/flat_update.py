@@ -1,4 +1,5 @@
-"""Triton kernels for the Architect's flat weight buffer (one launch each).
+"""Triton kernels for the Architect's flat weight buffer (one launch each); the registered
+ops, their checks and their reference are in fastdarts/ops/flat_update.py and flat_update_ref.py.
 
 All tensors are 1-D, contiguous, of one dtype; scalars that change from step to
 step (eta, R, the clip scale) are read from 0-d device tensors so that a step

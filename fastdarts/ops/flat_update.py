@@ -13,8 +13,11 @@
 ``eta``, ``R`` and ``g_scale`` are one-element tensors on that device (never
 read on the host, so a step that uses these ops can be captured in a CUDA
 graph).  ``m`` and ``g_scale`` may be None.  Each op is one kernel launch on
-the triton and cuda backends whatever the number of parameter tensors behind
-the buffer; the reference backend uses a few torch ops.
+the triton (kernels/flat_update.py) and cuda (csrc/cuda/flat_update_cuda.cu)
+backends whatever the number of parameter tensors behind the buffer; the reference
+backend (fastdarts/ops/flat_update_ref.py) uses a few torch ops.  Each op has its
+entry in ``fastdarts.backends.POLICY``; ``_IMPLEMENTATIONS`` below maps op and backend
+to the function that runs it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _ext, backends
-from . import load_triton_kernels
-
-OP_NAME = "flat"
-SUPPORTED = ("reference", "triton", "cuda")
+from .. import backends
+from . import flat_update_ref, load_triton_kernels
 
 
 def _check(w: Tensor, backup: Tensor, others: dict, scalars: dict) -> None:
@@ -47,25 +47,23 @@ def _check(w: Tensor, backup: Tensor, others: dict, scalars: dict) -> None:
                              f"got {tuple(t.shape)} {t.dtype} on {t.device}")
 
 
-# -- reference implementations (plain torch, a few launches each) -----------------
-def virtual_step_reference(w, backup, g, m, eta, momentum, wd, g_scale):
-    backup.copy_(w)
-    d = g * g_scale if g_scale is not None else g
-    if m is not None:
-        d = m * momentum + d
-    d = d + w * wd
-    w.sub_(eta * d)
+def _triton(op: str):
+    return lambda *args: getattr(load_triton_kernels("flat_update"), op)(*args)
 
 
-def perturb_reference(w, backup, v, R, sign):
-    # backup +/- (R * v), rounded exactly as the reference Architect rounds it
-    torch.mul(v, R, out=w)
-    if sign == 1.0:
-        torch.add(backup, w, out=w)
-    elif sign == -1.0:
-        torch.sub(backup, w, out=w)
-    else:
-        torch.add(backup, w, alpha=sign, out=w)
+def _cuda(op: str):
+    return lambda *args: getattr(torch.ops.fastdarts_C, op)(*args)
+
+
+# op -> backend -> implementation (same arguments as the registered op)
+_IMPLEMENTATIONS = {
+    op: {"reference": getattr(flat_update_ref, op), "triton": _triton(op), "cuda": _cuda(op)}
+    for op in ("virtual_step_", "perturb_", "sgd_step_")
+}
+
+
+def _run(op: str, w: Tensor, *args) -> None:
+    _IMPLEMENTATIONS[op][backends.resolve(op, w.device)](w, *args)
 
 
 @torch.library.custom_op("fastdarts::virtual_step_", mutates_args=("w", "backup"))
@@ -73,13 +71,7 @@ def virtual_step_(w: Tensor, backup: Tensor, g: Tensor, m: Tensor | None, eta: T
                   momentum: float, wd: float, g_scale: Tensor | None) -> None:
     """backup <- w; w <- w - eta * (momentum * m + g_scale * g + wd * w), in one launch."""
     _check(w, backup, {"g": g, "m": m}, {"eta": eta, "g_scale": g_scale})
-    backend = backends.resolve(OP_NAME, w.device, SUPPORTED)
-    if backend == "triton":
-        load_triton_kernels("flat").virtual_step_(w, backup, g, m, eta, momentum, wd, g_scale)
-    elif backend == "cuda":
-        torch.ops.fastdarts_C.virtual_step_(w, backup, g, m, eta, momentum, wd, g_scale)
-    else:
-        virtual_step_reference(w, backup, g, m, eta, momentum, wd, g_scale)
+    _run("virtual_step_", w, backup, g, m, eta, momentum, wd, g_scale)
 
 
 @virtual_step_.register_fake
@@ -91,13 +83,7 @@ def _(w, backup, g, m, eta, momentum, wd, g_scale):
 def perturb_(w: Tensor, backup: Tensor, v: Tensor, R: Tensor, sign: float) -> None:
     """w <- backup + sign * R * v, in one launch."""
     _check(w, backup, {"v": v}, {"R": R})
-    backend = backends.resolve(OP_NAME, w.device, SUPPORTED)
-    if backend == "triton":
-        load_triton_kernels("flat").perturb_(w, backup, v, R, sign)
-    elif backend == "cuda":
-        torch.ops.fastdarts_C.perturb_(w, backup, v, R, sign)
-    else:
-        perturb_reference(w, backup, v, R, sign)
+    _run("perturb_", w, backup, v, R, sign)
 
 
 @perturb_.register_fake
@@ -105,26 +91,12 @@ def _(w, backup, v, R, sign):
     return None
 
 
-def sgd_step_reference(w, m, g, lr, momentum, wd, g_scale):
-    # the same operations, in the same order, as torch.optim.SGD's foreach path
-    d = g * g_scale if g_scale is not None else g
-    d = d.add(w, alpha=wd)
-    m.mul_(momentum).add_(d)
-    w.sub_(lr * m)
-
-
 @torch.library.custom_op("fastdarts::sgd_step_", mutates_args=("w", "m"))
 def sgd_step_(w: Tensor, m: Tensor, g: Tensor, lr: Tensor, momentum: float, wd: float,
               g_scale: Tensor | None) -> None:
     """SGD with momentum on the flat buffer, in one launch."""
     _check(w, m, {"g": g}, {"lr": lr, "g_scale": g_scale})
-    backend = backends.resolve(OP_NAME, w.device, SUPPORTED)
-    if backend == "triton":
-        load_triton_kernels("flat").sgd_step_(w, m, g, lr, momentum, wd, g_scale)
-    elif backend == "cuda":
-        torch.ops.fastdarts_C.sgd_step_(w, m, g, lr, momentum, wd, g_scale)
-    else:
-        sgd_step_reference(w, m, g, lr, momentum, wd, g_scale)
+    _run("sgd_step_", w, m, g, lr, momentum, wd, g_scale)
 
 
 @sgd_step_.register_fake
@@ -132,9 +104,4 @@ def _(w, m, g, lr, momentum, wd, g_scale):
     return None
 
 
-def cuda_kernels_built() -> bool:
-    return _ext.has_op("perturb_") and _ext.built_with_cuda()
-
-
-__all__ = ["virtual_step_", "perturb_", "sgd_step_", "virtual_step_reference", "perturb_reference",
-           "sgd_step_reference"]
+__all__ = ["virtual_step_", "perturb_", "sgd_step_"]
