@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from . import backends
+    from .config import ConfigError
     from .data import DatasetError
     from .distributed import shutdown
     from .loop.state import CheckpointError
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
         rc = a.run(a)
         ok = rc == 0
         return rc
-    except (DatasetError, CheckpointError, GenotypeError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, GenotypeError) as exc:
         print(f"fastdarts: error: {exc}", file=sys.stderr)
         return 2
     finally:  # a torchrun process leaves its process group before it exits

@@ -25,6 +25,10 @@ from typing import Any
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
+class ConfigError(ValueError):
+    """Settings that cannot run as given (the CLI prints it as one line, exit 2)."""
+
+
 def setting(default: Any, help: str = "", *, small: Any = MISSING, flags: tuple[str, ...] = (),
             choices: tuple | None = None, cli: bool = True, metavar: str | None = None):
     """A config field: ``default`` (the original's), ``small`` (on the embedded
@@ -145,3 +149,19 @@ def set_threads(args: argparse.Namespace, cpu_default_one: bool) -> None:
     elif cpu_default_one and "OMP_NUM_THREADS" not in os.environ and not torch.cuda.is_available() \
             and (device is None or device.startswith("cpu")):
         torch.set_num_threads(1)
+
+
+def check_channels_last(channels_last: bool, device) -> None:
+    """ConfigError for channels_last on a CPU device.
+
+    Why: in torch 2.13 (CPU build), the oneDNN weight gradient of a 1x1 stride-2
+    convolution on a channels_last input with few channels corrupts the heap on one
+    thread ("corrupted double-linked list", SIGABRT): one ``nn.Conv2d(4, 2, 1, 2)``
+    reproduces it in 50 steps, and FactorizedReduce is made of such convolutions.
+    channels_last is a GPU layout (tensor cores); on a CPU it gains nothing here."""
+    import torch
+
+    if channels_last and torch.device(device).type == "cpu":
+        raise ConfigError("--channels_last runs on CUDA devices only: on the CPU, torch's oneDNN "
+                         "backward of FactorizedReduce's 1x1 stride-2 convolutions corrupts memory in "
+                         "channels_last (a torch bug); drop the flag on a CPU")

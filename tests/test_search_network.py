@@ -73,25 +73,18 @@ def test_matches_reference(backend, dtype, use_backend):
 
 
 def test_channels_last_input():
-    """Run in a fresh interpreter: after the rest of the suite this process aborted
-    (SIGABRT in the CPU convolution backward) in two full runs, never alone."""
-    import subprocess
-    import sys
-
-    code = ("import tests.test_search_network as t; from fastdarts import backends; "
-            "backends.set_backend('reference'); t._channels_last_body()")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-
-
-def _channels_last_body():
+    """Both networks on channels_last tensors.  oneDNN is off: its CPU weight gradient of a
+    1x1 stride-2 conv (FactorizedReduce) in channels_last corrupts the heap on one thread
+    in torch 2.13 (why the search refuses --channels_last on a CPU:
+    fastdarts.config.check_channels_last); the native kernels check the layout handling."""
     ref, fused = make_pair(torch.float32)
     x, y = batch(torch.float32)
     ref = ref.to(memory_format=torch.channels_last)
     fused = fused.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
-    logits_r, _, grads_r = loss_and_grads(ref, x, y)
-    logits_f, _, grads_f = loss_and_grads(fused, x, y)
+    with torch.backends.mkldnn.flags(enabled=False):
+        logits_r, _, grads_r = loss_and_grads(ref, x, y)
+        logits_f, _, grads_f = loss_and_grads(fused, x, y)
     torch.testing.assert_close(logits_f, logits_r, rtol=2e-4, atol=2e-5)
     for name in ("alphas_normal", "alphas_reduce"):
         torch.testing.assert_close(grads_f[name], grads_r[name], rtol=2e-4, atol=2e-5)

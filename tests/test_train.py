@@ -306,17 +306,33 @@ def test_resume_refuses_another_configuration(tmp_path):
                                      resume=str(tmp_path / "a" / "checkpoint.pt")))
 
 
-def test_bf16_channels_last_step_runs(tmp_path):
+def test_bf16_step_runs(tmp_path):
     cfg = CNNTrainConfig(init_channels=4, layers=3, batch_size=8, epochs=1, auxiliary=False, bf16=True,
-                         channels_last=True, max_steps_per_epoch=1, quiet=True, save=str(tmp_path))
+                         max_steps_per_epoch=1, quiet=True, save=str(tmp_path))
     e = train_cnn_mod.build(cfg)
     e.max_steps = 1
     e.fire("epoch_begin")
     batch = next(iter(e.train_batches()))
-    assert batch[0].is_contiguous(memory_format=torch.channels_last)
     e.batch = batch
     e.one_batch(batch)
     assert torch.isfinite(e.loss) and e.logits.dtype == torch.bfloat16
+
+
+def test_channels_last_on_a_cpu_is_refused_in_one_line(tmp_path, capsys):
+    """torch's oneDNN backward of a 1x1 stride-2 conv in channels_last corrupts the heap
+    on one CPU thread (fastdarts.config.check_channels_last): refused before any work."""
+    from fastdarts.config import ConfigError
+
+    cfg = CNNTrainConfig(init_channels=4, layers=3, batch_size=8, epochs=1, auxiliary=False,
+                         channels_last=True, quiet=True, save=str(tmp_path / "t"), device="cpu")
+    with pytest.raises(ConfigError, match="CUDA devices only"):
+        train_cnn_mod.build(cfg)
+    for argv in (["train", "cnn"], ["search", "cnn"]):
+        assert cli.main([*argv, "--channels_last", "--device", "cpu", "--quiet",
+                         "--save", str(tmp_path / argv[0])]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--channels_last runs on CUDA devices only" in err[0]
+    assert not (tmp_path / "t").exists()
 
 
 # ---------------------------------------------------------------- the CLI

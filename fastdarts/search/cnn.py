@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..config import setting
+from ..config import check_channels_last, setting
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Engine
@@ -133,6 +133,7 @@ def _note_previous_outputs(save: str, quiet: bool) -> None:
 def build(cfg: CNNSearchConfig, callbacks=()):
     """Everything a search needs, from the config; returns the engine (not yet run)."""
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_channels_last(cfg.channels_last, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rank, world_size = distributed.init()

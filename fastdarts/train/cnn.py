@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..config import setting
+from ..config import check_channels_last, setting
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as cb
 from ..loop.engine import Callback, Engine
@@ -223,6 +223,7 @@ def build_network(genotype, model_args: dict) -> NetworkCIFAR:
 def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     """Data, network, optimizer and the engine (not yet run) from the config."""
     device, rank, world_size = setup_distributed(pick_device(cfg.device))
+    check_channels_last(cfg.channels_last, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     genotype = cfg.genotype if isinstance(cfg.genotype, tuple) else G.resolve(cfg.genotype, "cnn")
