@@ -16,11 +16,12 @@ import torch
 from fastdarts import backends
 from fastdarts.ops import rnn_node as rnn_node_mod  # noqa: F401  (registers the op)
 
+from .helpers import assert_close, make_inputs, oracle
+
 CPU_BACKENDS = ("reference", "triton")
 GPU_BACKENDS = ("reference", "triton", "cuda")
 EXT_OP = "rnn_node_forward"
-ACTS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
-PRIMITIVES = ["none", "tanh", "relu", "sigmoid", "identity"]
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,52 +42,6 @@ TOL = {
     torch.float32: dict(rtol=1e-5, atol=1e-7, p_rtol=1e-5),
     torch.bfloat16: dict(rtol=8e-3, atol=1e-5, p_rtol=1e-5),
 }
-
-
-def oracle(ch, states, probs):
-    """The reference cell's node in float64: ch [n, B, 2H], states [n, B, H], probs [n, 5]."""
-    H = states.shape[-1]
-    c, h = torch.split(ch, H, dim=-1)
-    c = c.sigmoid()
-    s = torch.zeros_like(states[0])
-    for k, name in enumerate(PRIMITIVES):
-        if name == "none":
-            continue
-        unweighted = states + c * (ACTS[name](h) - states)
-        s = s + torch.sum(probs[:, k].unsqueeze(-1).unsqueeze(-1) * unweighted, dim=0)
-    return s
-
-
-def make_inputs(n, B, H, dtype, device="cpu", seed=0, layout="contiguous"):
-    """Fresh random ch, states, grad (in ``dtype``) and softmax probs."""
-    g = torch.Generator().manual_seed(seed)
-    if layout == "noncontiguous":
-        # ch: every other column of a wider tensor; states: a transposed buffer.
-        ch = torch.randn(n, B, 4 * H, generator=g)[..., ::2]
-        states = torch.randn(n, H, B, generator=g).transpose(1, 2)
-    else:
-        ch = torch.randn(n, B, 2 * H, generator=g)
-        states = torch.randn(n, B, H, generator=g)
-    # .to keeps the strides (a view stays a strided tensor); 1.5: h spans relu's kink
-    # and tanh's tails.
-    ch = ch.to(device=device, dtype=dtype).mul_(1.5)
-    states = states.to(device=device, dtype=dtype)
-    # float64 probs with float64 inputs (a float64 model); float32 otherwise (alpha stays
-    # float32 under bfloat16 autocast).
-    probs_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    probs = torch.randn(n, 5, generator=g).softmax(-1).to(device, probs_dtype)
-    grad = torch.randn(B, H, generator=g).to(device=device, dtype=dtype)
-    return ch, states, probs, grad
-
-
-def assert_close(actual, expected, rtol, atol, what):
-    err = (actual.double() - expected).abs()
-    bound = atol + rtol * (expected.abs() + expected.abs().max())
-    bad = err > bound
-    worst = (err - bound).argmax()
-    assert not bad.any(), (f"{what}: {int(bad.sum())} of {bad.numel()} elements off; worst error "
-                           f"{err.flatten()[worst].item():.3g} vs bound "
-                           f"{bound.flatten()[worst].item():.3g}")
 
 
 def check_against_oracle(ch, states, probs, grad):

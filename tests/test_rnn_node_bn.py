@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from fastdarts.ops import rnn_node_bn as op_mod
 
-from .test_rnn_node import assert_close, make_inputs, oracle
+from .helpers import assert_close, make_inputs, oracle
 
 CPU_BACKENDS = ("reference", "triton")
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-13, p_rtol=1e-11),

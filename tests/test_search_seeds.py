@@ -1,7 +1,7 @@
 """`fastdarts search cnn --seeds N`: independent searches, one summary (tiny CPU runs).
 
 The engine, callbacks, checkpoints and the rest of the CLI are tested in
-test_loop.py, test_search_callbacks.py, test_checkpoint.py and test_search_cnn.py.
+test_loop.py, test_search_callbacks.py, test_search_checkpoint.py and test_search_cnn.py.
 """
 
 from __future__ import annotations
