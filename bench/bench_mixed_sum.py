@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import timeit
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastdarts  # noqa: E402
+from bench.common import median_ms as time_ms  # noqa: E402
+from bench.common import print_table, version_fields  # noqa: E402
 from fastdarts import backends  # noqa: E402
 from fastdarts.functional import mixed_sum  # noqa: E402
 
@@ -55,42 +55,6 @@ def make_step(node_fn, weights, outputs, grad):
     return step
 
 
-def time_ms(step, device: torch.device, repeat: int) -> float:
-    step()  # warm-up (and Triton compilation)
-    if device.type == "cuda":
-        try:
-            import triton.testing
-
-            return float(triton.testing.do_bench(step, quantiles=[0.5, 0.2, 0.8])[0])
-        except ImportError:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            times = []
-            for _ in range(max(repeat, 20)):
-                start.record()
-                step()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            return statistics.median(times)
-    runs = timeit.repeat(step, number=1, repeat=repeat)
-    return statistics.median(runs) * 1e3
-
-
-def triton_version() -> str:
-    try:
-        import triton
-
-        return triton.__version__
-    except ImportError:
-        return "-"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu x{torch.get_num_threads()} threads"
-
-
 def bench(device: torch.device, shape, edges, dtypes, backend_names, repeat):
     rows = []
     n = 1
@@ -108,18 +72,17 @@ def bench(device: torch.device, shape, edges, dtypes, backend_names, repeat):
             grad = torch.randn(shape, generator=g).to(device, dtype)
             base = time_ms(make_step(original_node, weights, outputs, grad), device, repeat)
             fused_bytes = (3 * M + 2) * n * outputs[0].element_size()  # fwd (M+1)N, bwd (2M+1)N
-            common = dict(device=device_name(device), torch=torch.__version__,
-                          triton=triton_version(), shape="x".join(map(str, shape)), M=M,
+            common = dict(version_fields(device), shape="x".join(map(str, shape)), M=M,
                           dtype=str(dtype).replace("torch.", ""))
             rows.append(dict(common, backend="original sum(w*op)", median_ms=base, ratio=1.0,
-                             gbps=float("nan"), peak_mib=float("nan")))
+                             gbps=None, peak_mib=None))
             for name in backend_names:
                 fastdarts.set_backend(name)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 ms = time_ms(make_step(fused_node, weights, outputs, grad), device, repeat)
                 peak = (torch.cuda.max_memory_allocated(device) / 2**20
-                        if device.type == "cuda" else float("nan"))
+                        if device.type == "cuda" else None)
                 rows.append(dict(common, backend=f"fused[{name}]", median_ms=ms,
                                  ratio=base / ms, gbps=fused_bytes / ms / 1e6, peak_mib=peak))
             fastdarts.set_backend(None)
@@ -127,15 +90,9 @@ def bench(device: torch.device, shape, edges, dtypes, backend_names, repeat):
     return rows
 
 
-def print_table(rows):
-    cols = [("device", "{}"), ("torch", "{}"), ("triton", "{}"), ("shape", "{}"), ("M", "{}"),
-            ("dtype", "{}"), ("backend", "{}"), ("median_ms", "{:.3f}"), ("ratio", "{:.2f}x"),
-            ("gbps", "{:.1f}"), ("peak_mib", "{:.0f}")]
-    text = [[fmt.format(r[c]) for c, fmt in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in text)) for i, (c, _) in enumerate(cols)]
-    print("  ".join(c.ljust(w) for (c, _), w in zip(cols, widths, strict=True)))
-    for t in text:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
+def print_rows(rows):
+    print_table(rows, ["device", "torch", "triton", "shape", "M", "dtype", "backend", "median_ms", "ratio",
+                       "gbps", "peak_mib"])
     print("ratio = baseline median / this median (>1: faster than the original); "
           "gbps = fused bytes (fwd (M+1)N + bwd (2M+1)N elements) / median")
 
@@ -167,7 +124,7 @@ def main(argv=None):
     names = args.backends or [b for b in backends.available_backends(device)
                               if not (b == "triton" and device.type == "cpu")]
     repeat = args.repeat or (5 if device.type == "cpu" else 50)
-    print_table(bench(device, shape, edges, dtypes, names, repeat))
+    print_rows(bench(device, shape, edges, dtypes, names, repeat))
 
 
 if __name__ == "__main__":

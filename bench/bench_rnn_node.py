@@ -22,60 +22,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import timeit
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import median_ms as time_ms  # noqa: E402
+from bench.common import peak_mib, print_table  # noqa: E402
+from bench.common import version_fields as common_fields  # noqa: E402
 from fastdarts import backends  # noqa: E402
 from fastdarts.nn.search_rnn import RNNModelSearch  # noqa: E402
 from fastdarts.ops.rnn_node_ref import node_forward_math  # noqa: E402
 from fastdarts.reference import rnn as ref_rnn  # noqa: E402
-
-
-def time_ms(step, device: torch.device, repeat: int) -> float:
-    step()  # warm-up (and Triton compilation)
-    if device.type == "cuda":
-        try:
-            import triton.testing
-
-            return float(triton.testing.do_bench(step, quantiles=[0.5, 0.2, 0.8])[0])
-        except ImportError:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            times = []
-            for _ in range(max(repeat, 20)):
-                start.record()
-                step()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            return statistics.median(times)
-    return statistics.median(timeit.repeat(step, number=1, repeat=repeat)) * 1e3
-
-
-def peak_mib(step, device: torch.device) -> float:
-    if device.type != "cuda":
-        return float("nan")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def common_fields(device: torch.device) -> dict:
-    try:
-        import triton
-
-        tv = triton.__version__
-    except ImportError:
-        tv = "-"
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"cpu x{torch.get_num_threads()} threads")
-    return dict(device=name, torch=torch.__version__, triton=tv)
 
 
 def bench_node(device, B, H, states_list, dtype, names, repeat):
@@ -139,15 +98,9 @@ def bench_model(device, ntoken, nhid, B, T, dtype, names, repeat):
     return rows
 
 
-def print_table(rows):
-    cols = [("device", "{}"), ("torch", "{}"), ("triton", "{}"), ("level", "{}"),
-            ("shape", "{}"), ("dtype", "{}"), ("backend", "{}"), ("median_ms", "{:.3f}"),
-            ("ratio", "{:.2f}x"), ("peak_mib", "{:.0f}")]
-    text = [[fmt.format(r[c]) for c, fmt in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in text)) for i, (c, _) in enumerate(cols)]
-    print("  ".join(c.ljust(w) for (c, _), w in zip(cols, widths, strict=True)))
-    for t in text:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
+def print_rows(rows):
+    print_table(rows, ["device", "torch", "triton", "level", "shape", "dtype", "backend", "median_ms",
+                       "ratio", "peak_mib"])
     print("ratio = baseline median / this median (>1: faster than the original)")
 
 
@@ -181,7 +134,7 @@ def main(argv=None):
     if args.level in ("model", "both"):
         ntoken, T = (200, 5) if small else (10000, 35)
         rows += bench_model(device, ntoken, H, B, T, dtype, names, repeat)
-    print_table(rows)
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
+import timeit
 from types import SimpleNamespace
 
 import torch
+
+from fastdarts.profile.profiler import device_name
+from fastdarts.profile.profiler import versions as profiler_versions
 
 # The original train_search.py's Architect arguments (CNN).
 CNN_ARCH_ARGS = SimpleNamespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4,
@@ -25,20 +28,16 @@ def add_search_shape_args(ap) -> None:
     ap.add_argument("--hw", type=int, default=32)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def versions() -> str:
-    try:
-        import triton
+    """'torch X, triton Y' of this process (fastdarts.profile.profiler.versions, as a line)."""
+    v = profiler_versions()
+    return f"torch {v['torch']}, triton {v['triton'] or 'none'}"
 
-        tv = triton.__version__
-    except ImportError:
-        tv = "none"
-    return f"torch {torch.__version__}, triton {tv}"
+
+def version_fields(device: torch.device) -> dict:
+    """device, torch and triton of a result row."""
+    v = profiler_versions()
+    return {"device": device_name(device), "torch": v["torch"], "triton": v["triton"] or "-"}
 
 
 def time_ms(fn, device: torch.device, warmup: int = 3, reps: int = 10) -> dict:
@@ -80,7 +79,20 @@ def gpu_busy(fn, device: torch.device) -> dict:
     return {"gpu_busy_ms": busy_us / 1e3, "kernels": kernels}
 
 
-def peak_mib(fn, device: torch.device):
+def median_ms(step, device: torch.device, repeat: int) -> float:
+    """Median ms of step() after one warm-up call (which also compiles Triton kernels):
+    triton.testing.do_bench on a GPU (its own repeat count), else timeit over ``repeat``
+    calls.  A single number for a table row; time_ms gives quartiles too."""
+    step()
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(step, quantiles=[0.5, 0.2, 0.8])[0])
+    return statistics.median(timeit.repeat(step, number=1, repeat=repeat)) * 1e3
+
+
+def peak_mib(fn, device: torch.device) -> float | None:
+    """Peak CUDA memory (MiB) of one fn() call; None on other devices."""
     if device.type != "cuda":
         return None
     torch.cuda.synchronize()

@@ -1,25 +1,24 @@
 #!/usr/bin/env bash
-# The GPU check, sized for the device tool (15 min of device time per session, the
-# machine's start included; 10 min per command).  Two parts, one command each, most
-# important first:
+# The GPU check: everything fastdarts measures on a GPU, in two parts of about six
+# minutes each (one command each, most important first), so that a short loan of a
+# GPU machine gives the key figures even if only part 1 runs.
 #
 #   bash bench/gpu_check.sh 1   build the CUDA extension (in the background, into a
 #                               temporary build dir) while the GPU tests run on the
 #                               Triton/reference backends; then the GPU tests again
 #                               with the CUDA backend, the Architect/search-step bench
-#                               (issue 4) and the paper-shape CNN second-order search
-#                               step, reference vs fused vs captured (issue 5).  ~6 min.
+#                               and the paper-shape CNN second-order search step,
+#                               reference vs fused vs captured.
 #   bash bench/gpu_check.sh 2   the rest: CNN first order, CNN second order with bf16 +
 #                               channels_last (fused only), RNN first/second order on
-#                               PTB-sized data (issue 6), mixed_sum and rnn_node kernel
-#                               benches (issues 3, 6), memory at batch 64 (issue 3),
-#                               training throughput (issue 7), the 1-rank overhead of
-#                               the data-parallel path (issue 8).  ~6 min.  Part 2 reuses
-#                               part 1's build when the machine is still warm
+#                               PTB-sized data, the mixed_sum and rnn_node kernel
+#                               benches, memory at batch 64, training throughput, and
+#                               the 1-rank overhead of the data-parallel path.  Part 2
+#                               reuses part 1's build when the machine is still warm
 #                               (NO_BUILD=1 skips the build; otherwise it rebuilds).
 #
 # Every step has its own timeout, so one slow step cannot eat the rest.  Results go
-# to $OUT (the device tool brings them back; bench/results/local here), with a short
+# to $OUT (default bench/results/local), with a short
 # table at the end.  SMOKE=1 runs the same commands on the CPU at tiny sizes, to
 # check the script itself without a GPU (CI-class machine: a few minutes).
 set -uo pipefail
