@@ -224,3 +224,30 @@ def assert_close(actual, expected, rtol, atol, what):
     assert not bad.any(), (f"{what}: {int(bad.sum())} of {bad.numel()} elements off; worst error "
                            f"{err.flatten()[worst].item():.3g} vs bound "
                            f"{bound.flatten()[worst].item():.3g}")
+
+
+def cnn_loss_and_grads(model, x, y):
+    """(logits, loss, {name: grad} with the alphas' as 'alphas_normal'/'alphas_reduce')
+    of one forward and backward of a CNN search model, from zeroed gradients."""
+    model.zero_grad()
+    for a in model.arch_parameters():
+        a.grad = None
+    logits = model(x)
+    loss = model._criterion(logits, y)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    grads["alphas_normal"] = model.alphas_normal.grad.clone()
+    grads["alphas_reduce"] = model.alphas_reduce.grad.clone()
+    return logits, loss, grads
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """Tiny shapes gain nothing from intra-op threads, and on a loaded 2-core machine
+    OpenMP barriers stall (7 s instead of 1 s per model test); restored afterwards.
+    Module-scoped: a module opts in with an autouse fixture that requests it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -12,7 +12,7 @@ from fastdarts import nn as fnn
 from fastdarts.nn.memory import SavedBytes, saved_bytes_of
 from fastdarts.nn.mixed_op import MEMORY_MODES
 from fastdarts.reference import cnn
-from tests.helpers import cnn_args, cnn_batch, tiny_cnn
+from tests.helpers import cnn_args, cnn_batch, cnn_loss_and_grads, tiny_cnn
 
 from .helpers import one_thread  # noqa: F401  (autouse fixture)
 
@@ -32,19 +32,6 @@ def make_pair(memory, dtype, C=2, layers=3, seed=0):
     return ref, fused
 
 
-def forward_backward(model, x, y):
-    model.zero_grad()
-    for a in model.arch_parameters():
-        a.grad = None
-    logits = model(x)
-    loss = model._criterion(logits, y)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    grads["alphas_normal"] = model.alphas_normal.grad.clone()
-    grads["alphas_reduce"] = model.alphas_reduce.grad.clone()
-    return logits, loss, grads
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("memory", MEMORY_MODES)
 def test_mode_matches_reference(memory, dtype, use_backend):
@@ -53,8 +40,8 @@ def test_mode_matches_reference(memory, dtype, use_backend):
     ref, fused = make_pair(memory, dtype)
     x, y = cnn_batch(1, dtype=dtype)
     for step in range(2):  # the second pass starts from the statistics the first one left
-        logits_r, loss_r, grads_r = forward_backward(ref, x, y)
-        logits_f, loss_f, grads_f = forward_backward(fused, x, y)
+        logits_r, loss_r, grads_r = cnn_loss_and_grads(ref, x, y)
+        logits_f, loss_f, grads_f = cnn_loss_and_grads(fused, x, y)
         torch.testing.assert_close(logits_f, logits_r, rtol=rtol, atol=atol)
         torch.testing.assert_close(loss_f, loss_r, rtol=rtol, atol=atol)
         assert grads_f.keys() == grads_r.keys()
@@ -149,8 +136,8 @@ def test_swapped_relu_runs_the_op_whole():
                 if isinstance(child, nn.ReLU):
                     setattr(parent, name, nn.Softplus())
     x, y = cnn_batch(4)
-    _, loss_r, grads_r = forward_backward(ref, x, y)
-    _, loss_f, grads_f = forward_backward(fused, x, y)
+    _, loss_r, grads_r = cnn_loss_and_grads(ref, x, y)
+    _, loss_f, grads_f = cnn_loss_and_grads(fused, x, y)
     torch.testing.assert_close(loss_f, loss_r, rtol=1e-9, atol=1e-10)
     for name in grads_r:
         torch.testing.assert_close(grads_f[name], grads_r[name], rtol=1e-9, atol=1e-10, msg=name)

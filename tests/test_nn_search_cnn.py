@@ -9,6 +9,8 @@ import torch.nn as nn
 from fastdarts import nn as fnn
 from fastdarts.reference import cnn
 
+from .helpers import cnn_loss_and_grads
+
 CPU_BACKENDS = ("reference", "triton", "cpu")
 EXT_OP = "mixed_sum_forward"
 TOL = {torch.float64: (1e-9, 1e-10), torch.float32: (2e-4, 2e-5)}
@@ -37,19 +39,6 @@ def batch(dtype, n=4, hw=8, num_classes=3, seed=1):
             torch.randint(0, num_classes, (n,), generator=g))
 
 
-def loss_and_grads(model, x, y):
-    model.zero_grad()
-    for a in model.arch_parameters():
-        a.grad = None
-    logits = model(x)
-    loss = model._criterion(logits, y)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    grads["alphas_normal"] = model.alphas_normal.grad.clone()
-    grads["alphas_reduce"] = model.alphas_reduce.grad.clone()
-    return logits, loss, grads
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_reference(backend, dtype, use_backend):
@@ -57,8 +46,8 @@ def test_matches_reference(backend, dtype, use_backend):
     rtol, atol = TOL[dtype]
     ref, fused = make_pair(dtype)
     x, y = batch(dtype)
-    logits_r, loss_r, grads_r = loss_and_grads(ref, x, y)
-    logits_f, loss_f, grads_f = loss_and_grads(fused, x, y)
+    logits_r, loss_r, grads_r = cnn_loss_and_grads(ref, x, y)
+    logits_f, loss_f, grads_f = cnn_loss_and_grads(fused, x, y)
     torch.testing.assert_close(logits_f, logits_r, rtol=rtol, atol=atol)
     torch.testing.assert_close(loss_f, loss_r, rtol=rtol, atol=atol)
     assert grads_f.keys() == grads_r.keys()
@@ -83,8 +72,8 @@ def test_channels_last_input():
     fused = fused.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.backends.mkldnn.flags(enabled=False):
-        logits_r, _, grads_r = loss_and_grads(ref, x, y)
-        logits_f, _, grads_f = loss_and_grads(fused, x, y)
+        logits_r, _, grads_r = cnn_loss_and_grads(ref, x, y)
+        logits_f, _, grads_f = cnn_loss_and_grads(fused, x, y)
     torch.testing.assert_close(logits_f, logits_r, rtol=2e-4, atol=2e-5)
     for name in ("alphas_normal", "alphas_reduce"):
         torch.testing.assert_close(grads_f[name], grads_r[name], rtol=2e-4, atol=2e-5)
@@ -117,8 +106,8 @@ def test_gpu_matches_reference(backend, use_backend):
     ref, fused = ref.cuda(), fused.cuda()
     x, y = batch(torch.float64)
     x, y = x.cuda(), y.cuda()
-    logits_r, loss_r, grads_r = loss_and_grads(ref, x, y)
-    logits_f, loss_f, grads_f = loss_and_grads(fused, x, y)
+    logits_r, loss_r, grads_r = cnn_loss_and_grads(ref, x, y)
+    logits_f, loss_f, grads_f = cnn_loss_and_grads(fused, x, y)
     torch.testing.assert_close(logits_f, logits_r, rtol=1e-9, atol=1e-10)
     for name in grads_r:
         torch.testing.assert_close(grads_f[name], grads_r[name], rtol=1e-9, atol=1e-10, msg=name)

@@ -17,20 +17,14 @@ import torch
 
 from fastdarts.nn.search_rnn import RNNModelSearch
 from fastdarts.reference import rnn as ref_rnn
-from tests.helpers import rnn_args
+from tests.helpers import one_thread_per_module, rnn_args  # noqa: F401  (fixture)
 
 NTOKEN, NHID, T, B = 20, 8, 4, 3
 TOL = {torch.float32: 2e-5, torch.float64: 1e-11}  # relative to each tensor's max |value|
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny shapes gain nothing from intra-op threads, and on a loaded 2-core machine
-    OpenMP barriers stall (7 s instead of 1 s per model test); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread for the whole module (tests.helpers.one_thread_per_module)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def build_pair(dropout, dtype, seed=0):

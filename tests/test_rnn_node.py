@@ -16,22 +16,16 @@ import torch
 from fastdarts import backends
 from fastdarts.ops import rnn_node as rnn_node_mod  # noqa: F401  (registers the op)
 
-from .helpers import assert_close, make_inputs, oracle
+from .helpers import assert_close, make_inputs, one_thread_per_module, oracle  # noqa: F401  (fixture)
 
 CPU_BACKENDS = ("reference", "triton")
 GPU_BACKENDS = ("reference", "triton", "cuda")
 EXT_OP = "rnn_node_forward"
 
 
+# one intra-op thread for the whole module (tests.helpers.one_thread_per_module)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny shapes gain nothing from intra-op threads, and on a loaded 2-core machine
-    OpenMP barriers stall (7 s instead of 1 s per model test); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 # Outputs and d ch / d states are rounded once to the input dtype (bfloat16: one ulp
 # is 2**-8 relative, and the Triton interpreter rounds toward zero: 2**-7); d probs
