@@ -24,6 +24,7 @@ import os
 import pickletools
 import random
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -174,7 +175,9 @@ def read_checkpoint(path: str, fmt: str, *, what: str, start_afresh: str, write_
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():  # torch's note on a bare pickle's protocol: noise here
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as exc:
         asked = [] if trust else _asked_for(path, exc)
         if asked:
