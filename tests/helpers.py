@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import shlex
 from types import SimpleNamespace
 
 import pytest
@@ -251,3 +254,41 @@ def one_thread_per_module():
     yield
     torch.set_num_threads(threads)
 
+
+# ---------------------------------------------------------------- files from an attacker
+
+class RunsCode:
+    """Unpickled in full, it runs a shell command that creates ``marker``: what an
+    attacker puts in a shared checkpoint or batch file.  A loader that refuses it
+    leaves no marker."""
+
+    def __init__(self, marker):
+        self.marker = os.fspath(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+FORMS = ("zip", "legacy", "pickle")  # torch.save's format, its pre-1.6 format, a bare pickle
+
+
+def malicious_checkpoint(path, marker, form: str = "zip", fmt: str = "fastdarts-search-checkpoint-v1"):
+    """A file that looks like a fastdarts checkpoint (format tag, a weight) but whose
+    RNG state runs a shell command when unpickled, in one of :data:`FORMS`."""
+    obj = {"format": fmt, "model": {"w": torch.zeros(2)}, "rng": RunsCode(marker)}
+    if form == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+    else:
+        torch.save(obj, path, _use_new_zipfile_serialization=form == "zip")
+    return os.fspath(path)
+
+
+def assert_refused_in_one_line(message: str, path, marker) -> str:
+    """``message`` is one line that names the file and the call it refused (os.system:
+    posix.system, nt.system on Windows), and no code ran (no marker)."""
+    lines = message.strip().splitlines()
+    assert len(lines) == 1, message
+    assert os.fspath(path) in lines[0] and "system" in lines[0], lines[0]
+    assert not os.path.exists(marker), "the file's code ran"
+    return lines[0]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import struct
 
 import numpy as np
 import pytest
 import torch
 
+from fastdarts import cli
 from fastdarts import data as D
+
+from .helpers import RunsCode, assert_refused_in_one_line
 
 
 def _write_cifar(root, n=20, seed=0):
@@ -51,6 +56,66 @@ def test_cifar_errors_say_where_and_what(tmp_path):
         pickle.dump({b"data": np.zeros((5, 100), np.uint8), b"labels": [0] * 5}, f)
     with pytest.raises(D.DatasetError, match=r"expected \[n, 3072\]"):
         D.load_cifar10(tmp_path)
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle wrote the official CIFAR-10 batches (protocol 2):
+    bytes as str opcodes (BINSTRING), not Python 3's _codecs.encode call."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_str(self, obj):
+        n = len(obj)
+        head = pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)
+        self.write(head + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_str
+
+
+def _python2_batch(obj) -> bytes:
+    f = io.BytesIO()
+    _Python2Pickler(f, protocol=2).dump(obj)
+    # numpy 1's module name, as in the official files (numpy 2 writes numpy._core)
+    return f.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+@pytest.mark.parametrize("protocol", ["python2", 0, 2, 4, 5])
+def test_cifar_batches_load_however_python_pickled_them(tmp_path, protocol):
+    """The restricted unpickler reads what the official batches hold (Python 2,
+    protocol 2) and what Python 3 writes at any protocol."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (7, 3072), dtype=np.uint8)
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": rng.integers(0, 10, 7).tolist(),
+             b"data": x, b"filenames": [b"%d.png" % i for i in range(7)]}
+    data = _python2_batch(batch) if protocol == "python2" else pickle.dumps(batch, protocol=protocol)
+    if protocol == "python2":
+        assert b"numpy.core.multiarray" in data and b"_codecs" not in data
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (d / name).write_bytes(data)
+    test = D.load_cifar10(tmp_path, train=False)
+    assert torch.equal(test.images, torch.from_numpy(x.reshape(-1, 3, 32, 32)))
+    assert test.labels.tolist() == batch[b"labels"] and len(D.load_cifar10(tmp_path)) == 35
+
+
+def test_a_batch_file_that_runs_code_is_refused(tmp_path, capsys):
+    _write_cifar(tmp_path)
+    marker = tmp_path / "ran"
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": RunsCode(marker), b"labels": [0]}, f)
+    with pytest.raises(D.DatasetError) as info:
+        D.load_cifar10(tmp_path)
+    assert_refused_in_one_line(str(info.value), path, marker)
+    rc = cli.main(["search", "cnn", "--data", str(tmp_path), "--save", str(tmp_path / "run"), "--epochs",
+                   "1", "--max_steps_per_epoch", "1", "--layers", "3", "--init_channels", "2", "--quiet"])
+    assert rc == 2
+    assert_refused_in_one_line(capsys.readouterr().err, path, marker)
+    with open(path, "rb") as f:  # what the refusal prevented: a plain pickle.load runs it
+        pickle.load(f)
+    assert marker.exists()
 
 
 def test_digits_default_and_split():

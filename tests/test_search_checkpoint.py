@@ -1,6 +1,6 @@
 """Checkpoints of a search (fastdarts.search.checkpoint): round trip, exact resume,
-atomic writes, and clear errors for corrupt or mismatched files that never touch
-what the user had."""
+atomic writes, clear errors for corrupt or mismatched files that never touch
+what the user had, and loading that runs no code (a file from someone else)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ import numpy as np
 import pytest
 import torch
 
+from fastdarts import cli
 from fastdarts.loop import Callback, CheckpointError
 from fastdarts.loop import state as state_mod
 from fastdarts.search import checkpoint as ck
 
-from .helpers import StopAfter, one_thread, params_equal, tiny_engine  # noqa: F401  (fixture)
+from .helpers import (  # noqa: F401  (one_thread: fixture)
+    FORMS,
+    StopAfter,
+    assert_refused_in_one_line,
+    malicious_checkpoint,
+    one_thread,
+    params_equal,
+    tiny_engine,
+)
 
 
 def _states_equal(a, b) -> bool:
@@ -237,3 +246,96 @@ def test_resume_through_search_cnn_refuses_without_touching_the_save_dir(tmp_pat
     with pytest.raises(CheckpointError, match="bad.pt"):
         build(cfg)
     assert os.listdir(save) == ["genotypes.jsonl"] and (save / "genotypes.jsonl").read_text() == "precious\n"
+
+
+# ---------------------------------------------------------------- loading runs no code
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path, form):
+    marker = tmp_path / "ran"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker, form)
+    with pytest.raises(CheckpointError) as info:
+        ck.load_checkpoint(path)
+    assert "--trust_checkpoint" in assert_refused_in_one_line(str(info.value), path, marker)
+
+
+def test_the_malicious_checkpoint_does_run_code_when_trusted(tmp_path):
+    """What makes the refusals above mean something: loaded in full (trust=True, what
+    every load did before), the same file runs its command."""
+    marker = tmp_path / "ran"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker)
+    with pytest.raises(CheckpointError, match="incomplete"):
+        ck.load_checkpoint(path, trust=True)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("space", ["cnn", "rnn"])
+def test_search_resume_refuses_a_checkpoint_that_runs_code(tmp_path, capsys, space):
+    marker = tmp_path / "ran"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker)
+    rc = cli.main(["search", space, "--resume", path, "--save", str(tmp_path / "run"), "--epochs", "1",
+                   "--max_steps_per_epoch", "1", "--quiet"])
+    assert rc == 2
+    assert_refused_in_one_line(capsys.readouterr().err, path, marker)
+
+
+def _as_older_fastdarts_wrote_it(path: str, out: str) -> str:
+    """The checkpoint at ``path`` with numpy's RNG state as np.random.get_state()'s
+    ndarray tuple, as fastdarts wrote it before the plain format."""
+    state = torch.load(path, weights_only=True)
+    state["rng"]["numpy"] = state_mod.np.random.get_state()
+    torch.save(state, out)
+    return out
+
+
+def test_a_checkpoint_of_an_older_fastdarts_needs_the_opt_in(tmp_path, saved):
+    old = _as_older_fastdarts_wrote_it(_write(tmp_path, saved), str(tmp_path / "old.pt"))
+    with pytest.raises(CheckpointError) as info:
+        ck.load_checkpoint(old)
+    msg = str(info.value)
+    assert len(msg.splitlines()) == 1 and old in msg and "numpy.ndarray" in msg
+    assert "if you trust this file" in msg and "--trust_checkpoint" in msg
+    state = ck.load_checkpoint(old, trust=True)
+    np.random.set_state(state["rng"]["numpy"])
+    expected = np.random.rand(3)  # what numpy draws next from the state the old file holds
+    e = tiny_engine(epochs=1, max_steps=1)
+    with torch.random.fork_rng():
+        ck.restore(e, state, old)
+        assert np.array_equal(np.random.rand(3), expected)
+
+
+def test_search_cli_trust_checkpoint_resumes_an_older_checkpoint(tmp_path, capsys):
+    run = ["search", "cnn", "--epochs", "1", "--max_steps_per_epoch", "1", "--layers", "3",
+           "--init_channels", "2", "--batch_size", "8", "--quiet"]
+    assert cli.main([*run, "--save", str(tmp_path / "a")]) == 0
+    old = _as_older_fastdarts_wrote_it(str(tmp_path / "a" / "checkpoint.pt"), str(tmp_path / "old.pt"))
+    capsys.readouterr()
+    assert cli.main([*run, "--save", str(tmp_path / "b"), "--resume", old]) == 2
+    assert "--trust_checkpoint" in capsys.readouterr().err
+    assert cli.main([*run, "--save", str(tmp_path / "b"), "--resume", old, "--trust_checkpoint"]) == 0
+
+
+def test_rng_states_round_trip_through_a_file_that_loads_safely(tmp_path):
+    """python's, numpy's (a cached gaussian included) and torch's streams continue
+    exactly after a save and a weights_only load."""
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.randn()  # leaves the second gaussian of the pair cached in the state
+    path = str(tmp_path / "rng.pt")
+    state_mod.atomic_save({"rng": state_mod.rng_states()}, path)
+    expected = (random.random(), np.random.randn(3), torch.rand(3))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    state_mod.set_rng_states(torch.load(path, weights_only=True)["rng"])
+    assert random.random() == expected[0]
+    assert np.array_equal(np.random.randn(3), expected[1]) and torch.equal(torch.rand(3), expected[2])
+
+
+def test_atomic_save_refuses_what_only_a_full_unpickle_loads(tmp_path):
+    path = str(tmp_path / "checkpoint.pt")
+    state_mod.atomic_save({"v": 1}, path)
+    with pytest.raises(CheckpointError, match=r"not writing .*checkpoint.pt.*numpy.ndarray"):
+        state_mod.atomic_save({"v": np.zeros(2)}, path)
+    assert torch.load(path, weights_only=True) == {"v": 1} and os.listdir(tmp_path) == ["checkpoint.pt"]

@@ -7,10 +7,13 @@ test_loop.py, test_search_callbacks.py, test_search_checkpoint.py and test_searc
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from fastdarts import cli
+
+from .helpers import assert_refused_in_one_line, malicious_checkpoint
 
 _TINY = ["--epochs", "1", "--max_steps_per_epoch", "1", "--layers", "3", "--init_channels", "2",
          "--batch_size", "8", "--quiet"]
@@ -103,3 +106,30 @@ def test_an_interrupted_seed_run_stops_its_searches(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         seeds.run_seeds("cnn", [], [1, 2, 3], str(tmp_path))
     assert len(_FakeProc.started) == 2 and all(p.terminated for p in _FakeProc.started)
+
+
+def test_a_seed_whose_checkpoint_runs_code_is_refused(tmp_path, monkeypatch):
+    """The summary reads each seed's checkpoint.pt; one that runs code (a save
+    directory someone else filled) is refused, the row says why, and nothing ran."""
+    from fastdarts.search import seeds
+
+    marker = tmp_path / "ran"
+
+    class LeavesAMaliciousCheckpoint(_FakeProc):
+        def __init__(self, cmd, stdout, stderr, env):
+            super().__init__(cmd, stdout, stderr, env)
+            out = cmd[cmd.index("--save") + 1]
+            os.makedirs(out)
+            with open(os.path.join(out, "genotype.json"), "w") as f:
+                json.dump({"normal": [["skip_connect", 0]]}, f)
+            with open(os.path.join(out, "genotypes.jsonl"), "w") as f:
+                f.write("{}\n")
+            malicious_checkpoint(os.path.join(out, "checkpoint.pt"), marker)
+
+    _FakeProc.live, _FakeProc.peak, _FakeProc.started = [], 0, []
+    monkeypatch.setattr(seeds.subprocess, "Popen", LeavesAMaliciousCheckpoint)
+    monkeypatch.setattr(seeds.time, "sleep", lambda s: None)
+    [row] = seeds.run_seeds("cnn", [], [5], str(tmp_path / "seeds"))
+    assert row["returncode"] == 0 and not row["ok"]
+    assert row["error"].startswith("CheckpointError")
+    assert_refused_in_one_line(row["error"], tmp_path / "seeds" / "seed-5" / "checkpoint.pt", marker)

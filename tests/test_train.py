@@ -33,7 +33,12 @@ from fastdarts.train import cnn as train_cnn_mod
 from fastdarts.train import rnn as train_rnn_mod
 from fastdarts.train.model_cnn import Cell
 
-from .helpers import StopAfter, one_thread  # noqa: F401  (autouse fixture)
+from .helpers import (  # noqa: F401  (one_thread: autouse fixture)
+    StopAfter,
+    assert_refused_in_one_line,
+    malicious_checkpoint,
+    one_thread,
+)
 
 
 def _rnn_args(ntoken=50, n=16):
@@ -348,6 +353,22 @@ def test_cli_train_and_test_cnn(tmp_path, capsys):
     assert rc == 0 and "test_acc" in out and "360 images of digits16-heldout" in out
     assert "param size =" in out
 
+    # a checkpoint of an older fastdarts (numpy's RNG state an ndarray): refused by test
+    # and train --resume in one line that names the opt-in, loaded with it
+    state = torch.load(f"{save}/checkpoint.pt", weights_only=True)
+    state["rng"]["numpy"] = np.random.get_state()
+    old = str(tmp_path / "old.pt")
+    torch.save(state, old)
+    resume = ["train", "cnn", "--genotype", "DARTS_V1", "--save", str(tmp_path / "more"), "--epochs", "1",
+              "--max_steps_per_epoch", "2", "--init_channels", "4", "--layers", "3", "--batch_size", "16",
+              "--quiet", "--resume", old]
+    for argv in (["test", "cnn", "--checkpoint", old], resume):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and old in err[0] and "pass --trust_checkpoint" in err[0]
+        assert cli.main([*argv, "--trust_checkpoint"]) == 0
+    assert "test_acc" in capsys.readouterr().out
+
 
 def test_cli_train_and_test_rnn(tmp_path, capsys):
     save = str(tmp_path / "rnn")
@@ -362,6 +383,27 @@ def test_cli_train_and_test_rnn(tmp_path, capsys):
     assert rc == 0 and "test ppl" in out2
     # the same best model, the same perplexity
     assert out.split("test ppl ")[1].split()[0] == out2.split("test ppl ")[1].split()[0]
+
+
+@pytest.mark.parametrize("argv", [["train", "cnn", "--resume"], ["train", "rnn", "--resume"],
+                                  ["test", "cnn", "--checkpoint"], ["test", "rnn", "--checkpoint"]],
+                         ids=["train-cnn", "train-rnn", "test-cnn", "test-rnn"])
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path, capsys, argv):
+    from fastdarts.train.common import FORMAT
+
+    marker = tmp_path / "ran"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker, fmt=FORMAT)
+    run = ["--save", str(tmp_path / "run"), "--epochs", "1", "--max_steps_per_epoch", "1", "--quiet"]
+    assert cli.main([*argv, path, *(run if argv[0] == "train" else [])]) == 2
+    assert_refused_in_one_line(capsys.readouterr().err, path, marker)
+
+
+@pytest.mark.parametrize("argv", [["search", "cnn"], ["search", "rnn"], ["train", "cnn"], ["train", "rnn"],
+                                  ["test", "cnn", "--checkpoint", "c.pt"],
+                                  ["test", "rnn", "--checkpoint", "c.pt"]])
+def test_every_command_that_loads_a_checkpoint_takes_the_opt_in(argv):
+    assert cli.build_parser().parse_args([*argv, "--trust_checkpoint"]).trust_checkpoint is True
+    assert cli.build_parser().parse_args(argv).trust_checkpoint in (False, None)  # off by default
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):

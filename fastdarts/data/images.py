@@ -5,6 +5,7 @@ rebuilt per step)."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 from dataclasses import dataclass
@@ -52,14 +53,53 @@ def _cifar_dir(root: str) -> str:
         "and extract cifar-10-python.tar.gz there, or run without --data for the embedded default")
 
 
+# What a CIFAR-10 python batch is made of, beyond dicts, lists, bytes, str and ints
+# (which need no global): numpy's array and dtype and the functions numpy pickles
+# arrays with (asked of numpy itself, so that numpy 1's module names in the official
+# files and numpy 2's map to the functions of the numpy installed), and
+# _codecs.encode, how Python 3 writes bytes (an array's data) at protocol 2.
+def _array_globals() -> dict:
+    a = np.zeros(1, np.uint8)
+    reconstruct = a.__reduce__()[0]  # protocols 0-4
+    frombuffer = a.__reduce_ex__(5)[0]  # protocol 5
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): codecs.encode}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+_BATCH_GLOBALS = _array_globals()
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global that no CIFAR-10 batch holds (raised before it is looked up)."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only :data:`_BATCH_GLOBALS`: every callable a
+    pickle can call comes through find_class, so a batch file cannot run code."""
+
+    def find_class(self, module, name):
+        try:
+            return _BATCH_GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
 def _read_batch(path: str):
     if not os.path.isfile(path):
         raise DatasetError(f"missing CIFAR-10 file {path!r} (expected data_batch_1..5 and test_batch)")
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _BatchUnpickler(f, encoding="bytes").load()
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d[b"labels"], dtype=np.int64)
+    except _Refused as exc:
+        raise DatasetError(f"{path!r} is not a CIFAR-10 python batch: it asks to load {exc}, which no "
+                           "batch holds (refused, nothing of it ran); re-extract it from "
+                           f"cifar-10-python.tar.gz ({CIFAR_URL})") from None
     except Exception as exc:  # truncated file, wrong format, missing keys
         raise DatasetError(f"{path!r} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc}); "
                            f"re-extract it from cifar-10-python.tar.gz ({CIFAR_URL})") from exc

@@ -3,8 +3,9 @@
 A checkpoint holds the weights (``model.state_dict()``), the alphas, both optimizers,
 the epoch to run next, the global step, the lr, the per-epoch history, every RNG
 state (python, numpy, torch CPU, torch CUDA when present) and the data loaders'
-``state_dict()``.  Resuming from it continues the search exactly: on the CPU the
-alphas and weights are bitwise those of a search that was never stopped.
+``state_dict()``: tensors and plain data only, so loading it runs no code.
+Resuming from it continues the search exactly: on the CPU the alphas and weights
+are bitwise those of a search that was never stopped.
 
 The write is atomic (:func:`fastdarts.loop.state.atomic_save`), so a crash or a
 full disk mid-write leaves the previous checkpoint intact.  Reading checks the format and
@@ -54,12 +55,13 @@ REQUIRED = ("config", "epoch", "global_step", "model", "alphas", "optimizer", "a
             "loaders", "rng", "history", "lr")
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, trust: bool = False) -> dict:
     """Read a checkpoint written by :class:`Checkpoint` (on the CPU); CheckpointError
-    naming the file when it is missing, truncated or not one of ours.  It is a pickle
-    (the RNG states are not plain tensors): load only checkpoints you trust."""
+    naming the file when it is missing, truncated, not one of ours or asks for more
+    than tensors and plain data.  Loading runs no code unless ``trust`` (full
+    unpickle, for a file you trust: :func:`fastdarts.loop.state.read_checkpoint`)."""
     state = read_checkpoint(path, FORMAT, what="fastdarts search checkpoint",
-                            start_afresh="start afresh")
+                            start_afresh="start afresh", trust=trust)
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path!r} is incomplete: it lacks {', '.join(missing)}")

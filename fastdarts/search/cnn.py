@@ -52,6 +52,8 @@ class CNNSearchConfig:
                         choices=("fused", "reference"))
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
+    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
+                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
     cuda_graph: bool = setting(False, "capture each search step in a CUDA graph")
     channels_last: bool = setting(False, "channels_last memory format")
     amp: str = setting("none", "bfloat16 autocast for every forward (weights, alphas and losses "
@@ -197,12 +199,13 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     # the device (a CPU checkpoint resumes on a GPU), and ``epochs``, so a finished
     # search can be extended (its cosine schedule then differs from a longer search's).
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "quiet", "report_freq", "save", "device", "epochs")}
+                         if k not in ("resume", "trust_checkpoint", "quiet", "report_freq", "save",
+                                      "device", "epochs")}
     engine.config_key["data"] = data.name
     if world_size > 1:  # the shards, hence the search, depend on it
         engine.config_key["world_size"] = world_size
     if cfg.resume:
-        restore(engine, load_checkpoint(cfg.resume), cfg.resume)
+        restore(engine, load_checkpoint(cfg.resume, trust=cfg.trust_checkpoint), cfg.resume)
     return engine
 
 

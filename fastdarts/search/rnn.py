@@ -67,6 +67,8 @@ class RNNSearchConfig:
                         choices=("fused", "reference"))
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
+    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
+                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
     quiet: bool = setting(False, "print nothing")
     eval_batch_size: int = setting(10, "validation batch size", cli=False)
     max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25)
@@ -241,13 +243,13 @@ def build(cfg: RNNSearchConfig, callbacks=()):
                        callbacks=cbs)
     engine.fused_step = fused_step
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "quiet", "log_interval", "save", "device", "epochs",
-                                      "cuda_graph", "max_graphs")}
+                         if k not in ("resume", "trust_checkpoint", "quiet", "log_interval", "save", "device",
+                                      "epochs", "cuda_graph", "max_graphs")}
     engine.config_key["data"] = cfg.data or "pydoc"
     if world_size > 1:  # the shards, hence the search, depend on it
         engine.config_key["world_size"] = world_size
     if cfg.resume:
-        restore(engine, load_checkpoint(cfg.resume), cfg.resume)
+        restore(engine, load_checkpoint(cfg.resume, trust=cfg.trust_checkpoint), cfg.resume)
     return engine
 
 

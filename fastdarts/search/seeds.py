@@ -19,6 +19,9 @@ import time
 
 import torch
 
+from ..loop.state import CheckpointError
+from .checkpoint import load_checkpoint
+
 
 def _strip(argv: list[str], flag: str, takes_value: bool = True) -> list[str]:
     out, skip = [], False
@@ -83,11 +86,11 @@ def run_seeds(space: str, argv: list[str], seeds: list[int], save: str, per_gpu:
                 row["genotype"] = json.load(f)
             with open(os.path.join(out, "genotypes.jsonl")) as f:
                 row["epochs"] = sum(1 for _ in f)
-            state = torch.load(os.path.join(out, "checkpoint.pt"), map_location="cpu", weights_only=False)
+            state = load_checkpoint(os.path.join(out, "checkpoint.pt"))  # tensors and plain data only
             last = state["history"][-1] if state["history"] else {}
             row.update({k: v for k, v in last.items() if isinstance(v, float)})
             row["ok"] = codes.get(seed) == 0
-        except (OSError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, json.JSONDecodeError, CheckpointError) as exc:
             row["ok"] = False
             row["error"] = f"{type(exc).__name__}: {exc} (see {out}.log)"
         rows.append(row)

@@ -98,7 +98,8 @@ def run_train_rnn(a) -> int:
 def run_test_cnn(a) -> int:
     from .cnn import test_cnn
 
-    r = test_cnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size)
+    r = test_cnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size,
+                 trust=a.trust_checkpoint)
     print(f"param size = {r['params_M']:.6f} MB")
     print(f"test_acc {100 * r['test_acc']:.2f}% ({r['n']} images of {r['data']}); "
           f"test_loss {r['test_loss']:.4f}")
@@ -108,7 +109,8 @@ def run_test_cnn(a) -> int:
 def run_test_rnn(a) -> int:
     from .rnn import test_rnn
 
-    r = test_rnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size, bptt=a.bptt)
+    r = test_rnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size, bptt=a.bptt,
+                 trust=a.trust_checkpoint)
     print(f"param size: {r['params_M']:.6f} M")
     print(f"test loss {r['test_loss']:.4f} | test ppl {r['test_ppl']:.2f} ({r['n_tokens']} tokens)")
     return 0
@@ -122,6 +124,12 @@ def add_parser(top) -> None:
     _rnn_parser(sub).set_defaults(run=run_train_rnn)
 
 
+def _trust_flag(p) -> None:
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="load --checkpoint with full pickle, which can run code: only a checkpoint you "
+                        "trust (e.g. one written by an older fastdarts)")
+
+
 def add_test_parser(top) -> None:
     """Register ``test cnn|rnn``."""
     test = top.add_parser("test", help="test a trained network (accuracy / perplexity)")
@@ -133,6 +141,7 @@ def add_test_parser(top) -> None:
                         "trained on the embedded default")
     p.add_argument("--batch_size", type=int, default=96)
     p.add_argument("--device", default=None)
+    _trust_flag(p)
     p.set_defaults(run=run_test_cnn)
     p = sub.add_parser("rnn", help="test perplexity of a model trained with fastdarts train rnn")
     p.add_argument("--checkpoint", required=True,
@@ -143,4 +152,5 @@ def add_test_parser(top) -> None:
                    help="test batch size: 1 as the original (10 on the embedded corpus)")
     p.add_argument("--bptt", type=int, default=None, help="default: the training bptt")
     p.add_argument("--device", default=None)
+    _trust_flag(p)
     p.set_defaults(run=run_test_rnn)

@@ -84,6 +84,8 @@ class CNNTrainConfig:
     channels_last: bool = setting(False, "channels_last memory format")
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
+    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
+                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
     quiet: bool = setting(False, "print nothing")
     max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)")
     eval_batch_size: int = setting(256, "test batch size", cli=False)
@@ -265,11 +267,12 @@ def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     engine.genotype, engine.genotype_dict = genotype, G.to_dict(genotype)
     engine.model_args, engine.data_name = model_args, data_name
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "quiet", "save", "device", "genotype", "data",
-                                      "eval_batch_size")}
+                         if k not in ("resume", "trust_checkpoint", "quiet", "save", "device",
+                                      "genotype", "data", "eval_batch_size")}
     engine.config_key.update(genotype=engine.genotype_dict, data=data_name)
     if cfg.resume:
-        engine.load_state_dict(load_train_checkpoint(cfg.resume, "cnn"), cfg.resume)
+        engine.load_state_dict(load_train_checkpoint(cfg.resume, "cnn", trust=cfg.trust_checkpoint),
+                               cfg.resume)
     return engine
 
 
@@ -284,9 +287,10 @@ def train_cnn(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     return engine
 
 
-def load_trained_cnn(checkpoint: str, device=None):
-    """(model in eval mode on ``device``, checkpoint dict) from a training checkpoint."""
-    state = load_train_checkpoint(checkpoint, "cnn")
+def load_trained_cnn(checkpoint: str, device=None, trust: bool = False):
+    """(model in eval mode on ``device``, checkpoint dict) from a training checkpoint
+    (``trust``: full unpickle, which can run code; only for a file you trust)."""
+    state = load_train_checkpoint(checkpoint, "cnn", trust=trust)
     device = pick_device(device)
     try:
         genotype = G.from_dict(state["genotype"])
@@ -297,12 +301,13 @@ def load_trained_cnn(checkpoint: str, device=None):
     return model.to(device).eval(), state
 
 
-def test_cnn(checkpoint: str, data: str | None = None, device=None, batch_size: int = 96) -> dict:
+def test_cnn(checkpoint: str, data: str | None = None, device=None, batch_size: int = 96,
+             trust: bool = False) -> dict:
     """Top-1 accuracy of a trained network on the CIFAR-10 test batch (``data`` given)
     or on the held-out digits (a model trained on the embedded default).
 
     Returns {"test_acc", "test_loss", "n", "params_M", "data"}."""
-    model, state = load_trained_cnn(checkpoint, device)
+    model, state = load_trained_cnn(checkpoint, device, trust)
     device = next(model.parameters()).device
     trained_on = state.get("data", "")
     if data:

@@ -40,12 +40,13 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def load_train_checkpoint(path: str, kind: str | None = None) -> dict:
+def load_train_checkpoint(path: str, kind: str | None = None, trust: bool = False) -> dict:
     """A training checkpoint written by :class:`TrainCheckpoint` (or a best-model file),
-    on the CPU; CheckpointError with the reason when it cannot be used."""
+    on the CPU; CheckpointError with the reason when it cannot be used.  Loading runs
+    no code unless ``trust`` (full unpickle, for a file you trust)."""
     state = read_checkpoint(path, FORMAT, what="fastdarts training checkpoint",
                             start_afresh="train afresh",
-                            write_one="; write one with fastdarts train cnn|rnn")
+                            write_one="; write one with fastdarts train cnn|rnn", trust=trust)
     if kind is not None and state.get("kind") != kind:
         raise CheckpointError(f"{path!r} holds a trained {state.get('kind')} model, not a {kind} one")
     return state

@@ -96,6 +96,8 @@ class RNNTrainConfig:
     test_batch_size: int = setting(1, "test batch size", small=10)
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
+    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
+                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
     quiet: bool = setting(False, "print nothing")
     max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25)
 
@@ -357,12 +359,14 @@ def build(cfg: RNNTrainConfig, callbacks=(), validation: Callback | None = None)
     engine.model_args, engine.data_name = model_args, data_name
     engine.corpus = corpus
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "quiet", "log_interval", "save", "device", "genotype",
-                                      "data", "eval_batch_size", "test_batch_size", "epochs")}
+                         if k not in ("resume", "trust_checkpoint", "quiet", "log_interval", "save", "device",
+                                      "genotype", "data", "eval_batch_size", "test_batch_size",
+                                      "epochs")}
     engine.config_key.update(genotype=engine.genotype_dict, data=data_name)
     # epochs may change on resume (the original's --continue_train trains on): nothing depends on it
     if cfg.resume:
-        engine.load_state_dict(load_train_checkpoint(cfg.resume, "rnn"), cfg.resume)
+        engine.load_state_dict(load_train_checkpoint(cfg.resume, "rnn", trust=cfg.trust_checkpoint),
+                               cfg.resume)
     return engine
 
 
@@ -375,17 +379,19 @@ def train_rnn(cfg: RNNTrainConfig, callbacks=()) -> RNNTrainer:
     engine.run()
     distributed.barrier()  # rank 0 has written best.pt / checkpoint.pt; every rank tests the same model
     best = os.path.join(cfg.save, "best.pt")
+    # trust as for --resume: after resuming a finished run, checkpoint.pt here may be the
+    # (trusted) old-format file this run resumed from, not rewritten
     r = test_rnn(best if os.path.isfile(best) else os.path.join(cfg.save, "checkpoint.pt"), cfg.data,
-                 device=engine.device, batch_size=cfg.test_batch_size)
+                 device=engine.device, batch_size=cfg.test_batch_size, trust=cfg.trust_checkpoint)
     engine.test_loss, engine.test_ppl = r["test_loss"], r["test_ppl"]
     engine.wall_seconds = time.perf_counter() - t0
     return engine
 
 
-def load_trained_rnn(checkpoint: str, device=None):
+def load_trained_rnn(checkpoint: str, device=None, trust: bool = False):
     """(model in eval mode holding the weights to evaluate, checkpoint dict): the saved
     weights, or ASGD's averages for a training checkpoint taken while ASGD was on."""
-    state = load_train_checkpoint(checkpoint, "rnn")
+    state = load_train_checkpoint(checkpoint, "rnn", trust=trust)
     try:
         model = build_rnn_model(G.from_dict(state["genotype"]), state["model_args"])
         model.load_state_dict(state["model"])
@@ -401,11 +407,11 @@ def load_trained_rnn(checkpoint: str, device=None):
 
 
 def test_rnn(checkpoint: str, data: str | None = None, device=None, batch_size: int | None = None,
-             bptt: int | None = None) -> dict:
+             bptt: int | None = None, trust: bool = False) -> dict:
     """Test loss and perplexity of a trained RNN on the test split of PTB (``data``)
     or of the embedded corpus, with ``batch_size`` (default: 1 as the original on PTB,
     10 on the embedded corpus).  Returns {"test_loss", "test_ppl", "params_M", "n_tokens"}."""
-    model, state = load_trained_rnn(checkpoint, device)
+    model, state = load_trained_rnn(checkpoint, device, trust)
     dev = next(model.parameters()).device
     if data is None and state.get("data") not in (None, "pydoc"):
         data = state["data"]
