@@ -53,7 +53,7 @@ def load_triton_kernels(name: str) -> ModuleType:
         return importlib.import_module(f"fastdarts.kernels.{name}")
 
 
-from . import mixed_sum  # noqa: E402  (registers torch.ops.fastdarts.mixed_sum)
-from . import state_sum  # noqa: E402  (registers torch.ops.fastdarts.state_mixed_sum)
+# registers torch.ops.fastdarts.mixed_sum and state_mixed_sum
+from . import mixed_sum, state_sum  # noqa: E402
 
 __all__ = ["load_triton_kernels", "mixed_sum", "state_sum"]
