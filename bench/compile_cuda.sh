@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Compile every csrc/cuda/*.cu file (compile only: no GPU needed, no linking) against the
-# installed torch headers, with the flags setup.py and torch.utils.cpp_extension use.
-# Exits non-zero if any file fails.
+# installed torch headers, with the flags setup.py and torch.utils.cpp_extension use, and
+# summarise ptxas's -v report: registers, spills, stack and static shared memory per kernel
+# and arch, in the table bench/bench_compile.py gives for the Triton kernels.
+# Exits non-zero if any file fails; a kernel that spills is named on stderr (csrc/ has
+# its own owners: the Triton kernels' test is the one that fails on spills).
 #   bash bench/compile_cuda.sh            # all files
 #   ARCHS="80 90" bash bench/compile_cuda.sh
 set -euo pipefail
@@ -38,7 +41,10 @@ files=(csrc/cuda/*.cu)
 if [ ${#files[@]} -eq 0 ]; then echo "compile_cuda.sh: no csrc/cuda/*.cu files"; exit 0; fi
 
 status=0
+logs=()
 for f in "${files[@]}"; do
+  log="$OUT/$(basename "$f").log"
+  logs+=("$log")
   # shellcheck disable=SC2086  # INCLUDES is a list of -I flags
   if "$NVCC" -c "$f" -o "$OUT/$(basename "$f").o" -std=c++17 -O3 --use_fast_math \
       $INCLUDES -I"$CUDA_HOME/include" \
@@ -46,11 +52,15 @@ for f in "${files[@]}"; do
       -DTORCH_API_INCLUDE_EXTENSION_H -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE \
       -D__CUDA_NO_HALF_CONVERSIONS__ -lineinfo \
       -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr --expt-extended-lambda \
-      -Xcompiler -fPIC "${GENCODE[@]}"; then
+      -Xcompiler -fPIC -Xptxas -v "${GENCODE[@]}" 2> "$log"; then
     echo "ok    $f"
   else
     echo "FAIL  $f" >&2
     status=1
   fi
+  # everything but ptxas's per-kernel report (warnings, errors) still reaches stderr
+  grep -Ev '^ptxas info|bytes stack frame' "$log" >&2 || true
 done
+echo
+"$PYTHON" bench/bench_compile.py --summarize-ptxas "${logs[@]}"
 exit $status

@@ -36,6 +36,17 @@ from .rnn_node import NUM_OPS, _load_node_inputs, _sigmoid, _tanh, node_grad_buf
 BLOCK_B = 64  # rows per tile
 BLOCK_H = 16  # columns per program: H = 300 -> 19 programs
 NUM_WARPS = 4
+# The float64 backward at 4 warps needs more than the 255 registers a thread can have
+# (8 elements of each [BLOCK_B, BLOCK_H] tile per thread, 2 registers each) and spilled
+# 276-392 B on sm_80 and sm_90; at 8 warps it holds 4 per thread in 189-222 registers,
+# no spill (bench/NOTES.md, "compiled for Hopper and Ampere").  The same tiles, loops and
+# arithmetic; only the threads that share a tile, and so the order of the additions
+# inside each tile's sums, differ.
+NUM_WARPS_BWD_FP64 = 8
+
+
+def _bwd_warps(dtype: torch.dtype) -> int:
+    return NUM_WARPS_BWD_FP64 if dtype == torch.float64 else NUM_WARPS
 
 
 @triton.jit
@@ -217,5 +228,5 @@ def rnn_node_bn_backward(grad_y, grad_y_masked, ch, states, probs, h_mask, y, in
                                             HAS_GY=grad_y is not None,
                                             HAS_GYM=grad_y_masked is not None, ACC=acc_tl,
                                             BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H,
-                                            num_warps=NUM_WARPS)
+                                            num_warps=_bwd_warps(ch.dtype))
     return d_ch, d_states, partial.sum(dim=0)  # fixed-order reduction over programs

@@ -31,6 +31,11 @@ from ._launch import acc_dtype, on_device
 MAX_INPUTS = 8  # input blocks per launch (separate pointer arguments)
 BLOCK = 1024
 NUM_WARPS = 4
+# A register ceiling for the backward, far above what it needs: without one, ptxas for
+# sm_80 (12.9) trades spills for occupancy (fp32 with accumulated inputs: 40 registers
+# and 8-24 B of spills; bench/NOTES.md, "compiled for Hopper and Ampere"); given one, it
+# allocates what the code needs instead.  Only register allocation changes.
+BWD_MAX_REGISTERS = 128
 
 
 @triton.jit
@@ -216,5 +221,5 @@ def state_sum_backward(grads: Sequence[torch.Tensor],
                     *_pad([b[1] + e * b[3] for b in chunk], 0),
                     *_pad([b[2] for b in chunk], 0),
                     total, L, COUNT=len(chunk), ACCUM_MASK=accum, ACC=acc_tl,
-                    BLOCK=BLOCK, num_warps=NUM_WARPS)
+                    BLOCK=BLOCK, num_warps=NUM_WARPS, maxnreg=BWD_MAX_REGISTERS)
     return partial.sum(dim=2)
