@@ -229,7 +229,7 @@ def _exercise_ops(rec: Recorder, torch) -> None:
                 ops.rnn_node_bn_backward(gy, gym, ch, st, p, mask, y, invstd, 1e-5)
 
         # the Architect's flat-buffer updates, with and without momentum and clip scale
-        rec.source = "flat"
+        rec.source = "flat_update"
         nf = 1 << 20
         w, b, g, m = t(nf), t(nf), t(nf), t(nf)
         s = t()
@@ -541,11 +541,11 @@ STREAMING = {
         ["g_ptr"] + [f"x{k}" for k in _live(cx)]
         + [f"gx{k}" for k in _live(cx) if _accum(cx, k)],
         [f"gx{k}" for k in _live(cx)]),
-    "flat._virtual_step_kernel": lambda cx: (
+    "flat_update._virtual_step_kernel": lambda cx: (
         ["n"], ["w_ptr", "g_ptr"] + (["m_ptr"] if cx["HAS_M"] == "True" else []),
         ["backup_ptr", "w_ptr"]),
-    "flat._perturb_kernel": lambda cx: (["n"], ["backup_ptr", "v_ptr"], ["w_ptr"]),
-    "flat._sgd_step_kernel": lambda cx: (["n"], ["w_ptr", "g_ptr", "m_ptr"], ["m_ptr", "w_ptr"]),
+    "flat_update._perturb_kernel": lambda cx: (["n"], ["backup_ptr", "v_ptr"], ["w_ptr"]),
+    "flat_update._sgd_step_kernel": lambda cx: (["n"], ["w_ptr", "g_ptr", "m_ptr"], ["m_ptr", "w_ptr"]),
 }
 
 
@@ -559,7 +559,7 @@ def ptx_problems(res: dict, ptx: str) -> tuple[list[str], bool]:
       16-divisible, as at the paper's shapes): the bytes of 16-byte loads (stores) equal
       elements per thread x element size, summed over the pointers read (written);
     * the Python-float arguments annotated ``tl.float64`` (the flat updates' momentum, wd,
-      sign: see _SCALARS_NOTE in kernels/flat.py) reach the kernel as f64 parameters;
+      sign: see _SCALARS_NOTE in kernels/flat_update.py) reach the kernel as f64 parameters;
     * the PTX asks for the block the launch asks for (.reqntid = 32 x num_warps).
     """
     problems = []
