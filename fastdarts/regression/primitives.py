@@ -8,12 +8,19 @@ Every primitive is evaluated in one parameterised form, ``f(a * x + b; beta)``:
   ``c f(x)``; fixed at 1 otherwise),
 - ``b`` an additive bias (learned for ``linear`` and the ``linear_*`` forms that
   have one in AutoRA: relu, logistic, exp, sin, cos, tanh),
-- ``beta`` the sharpness of softplus/softminus, ``log(1 + e^(beta z)) / beta``.
+- ``beta`` the sharpness of softplus/softminus, ``log(1 + e^(beta z)) / beta``,
+  and the learned exponent ``k`` of ``power``, ``z^k``.
 
 So that no search step can produce inf/NaN, three functions are evaluated in a
 guarded form, used identically by ``fit`` and ``predict``: ``exp(min(z, 30))``,
 ``1 / z`` regularised as ``z / (z^2 + 1e-8)`` (exact to 1e-8 relative for
-``|z| > 1e-2``) and ``ln z`` taken as 0 for ``z <= 0`` (as AutoRA does).
+``|z| > 1e-2``) and ``ln z`` taken as 0 for ``z <= 0`` (as AutoRA does);
+``power`` takes the same convention, ``z^k`` for ``z > 0`` and 0 elsewhere
+(``exp(min(k ln z, 30))``, so that ``k < 0`` near 0 stays finite).
+
+Two primitives are ours, not AutoRA's: ``square`` (``x^2``, exact on any
+domain, no constant) and ``power`` (``(x + b)^k`` with learned shift and
+exponent: ``x^0.5``, ``1/(x + 0.5)``, ``x^3`` on positive arguments).
 """
 
 from __future__ import annotations
@@ -36,6 +43,13 @@ def _reciprocal(z: Tensor) -> Tensor:
 def _ln(z: Tensor) -> Tensor:
     # where() alone would leak NaN gradients from log of negatives; clamp first
     return torch.where(z > 0, torch.log(z.clamp_min(1e-30)), torch.zeros_like(z))
+
+
+def _power(z: Tensor, k: Tensor) -> Tensor:
+    # where() alone would leak NaN gradients from log of z <= 0; clamp first
+    pos = z > 0
+    logz = torch.log(torch.where(pos, z, torch.ones_like(z)))
+    return torch.where(pos, torch.exp((k * logz).clamp(max=EXP_MAX)), torch.zeros_like(z))
 
 
 def _softplus(z: Tensor, beta: Tensor) -> Tensor:
@@ -94,6 +108,9 @@ _TABLE = [
     Primitive("linear_softplus", _softplus, learn_a=True, learn_beta=True),
     Primitive("softminus", lambda z, beta: z - _softplus(z, beta), learn_beta=True),
     Primitive("linear_softminus", lambda z, beta: z - _softplus(z, beta), learn_a=True, learn_beta=True),
+    # ours (not AutoRA's): the power laws scientists write
+    Primitive("square", lambda z, beta: z * z),
+    Primitive("power", _power, learn_b=True, learn_beta=True),
 ]
 
 PRIMITIVES: dict[str, Primitive] = {p.name: p for p in _TABLE}
@@ -134,7 +151,8 @@ def sympy_primitive(name: str, arg, a: float, b: float, beta: float, inner_coeff
     if p.zero:
         return sp.Integer(0)
     use_a = p.learn_a or (p.inner and inner_coefficients)
-    z = (sp.Float(a) * arg if use_a else p.sign * arg) + (sp.Float(b) if p.learn_b else 0)
+    # the fixed sign as an integer: a float 1.0 would print as "1.0*x1" in the unrounded sympy()
+    z = (sp.Float(a) * arg if use_a else int(p.sign) * arg) + (sp.Float(b) if p.learn_b else 0)
     base = name.removeprefix("linear_")
     if base in ("add", "subtract", "mult", "linear"):
         return z
@@ -142,6 +160,8 @@ def sympy_primitive(name: str, arg, a: float, b: float, beta: float, inner_coeff
         return softplus(z, sp.Float(abs(beta)))
     if base == "softminus":
         return z - softplus(z, sp.Float(abs(beta)))
+    if base == "power":
+        return z ** sp.Float(beta)
     funcs = {"relu": relu, "logistic": logistic, "exp": sp.exp, "sin": sp.sin, "cos": sp.cos,
-             "tanh": sp.tanh, "reciprocal": lambda u: 1 / u, "ln": sp.log}
+             "tanh": sp.tanh, "reciprocal": lambda u: 1 / u, "ln": sp.log, "square": lambda u: u ** 2}
     return funcs[base](z)
