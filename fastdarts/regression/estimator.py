@@ -119,8 +119,11 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
         node_types: the node types the search may choose from: "sum"
             (AutoRA's) and "product" (its edge functions multiplied, "none"
             being the factor 1: x1 / (x2 + 0.5) or x1 exp(-2 x2) is one node).
-        local_search: how many candidates (best first) have all their
-            single-edge changes fitted and scored; 0 disables.
+        local_search: how many candidates have all their single changes (an
+            edge's primitive, a node's type) fitted and scored, best first, the
+            second the best with other node types than the first, graphs that
+            fit to the same validation loss as an expanded one passed over;
+            0 disables.
         verbose: 0 (default) silent; >= 1 a progress bar (tqdm) or a line per
             10% of each search's epochs on stderr.
         fused: use fastdarts' fused mixed-sum op (None: on CUDA only).
@@ -151,7 +154,7 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
                  random_state: int | None = None, device="auto", validation_fraction: float = 0.2,
                  second_order: bool = False, inner_coefficients: bool = True, restarts: int = 2,
                  candidates_per_edge: int = 2, max_candidates: int = 16, complexity_penalty: float = 1.0,
-                 local_search: int = 3, noise_tolerance: float = 1.0,
+                 local_search: int = 5, noise_tolerance: float = 1.0,
                  node_types: Sequence[str] = NODE_TYPES, verbose: int = 0, fused: bool | None = None):
         self.batch_size = batch_size
         self.num_graph_nodes = num_graph_nodes

@@ -190,6 +190,26 @@ class EquationGraph(nn.Module):
         """(a, b) [E, P] with the fixed values where a primitive does not learn them."""
         return torch.where(self.learn_a > 0, self.a, self.sign), self.b * self.learn_b
 
+    def __getstate__(self):
+        # the plan holds the primitives' functions (lambdas): rebuilt, not pickled
+        state = self.__dict__.copy()
+        state.pop("_plan_cache", None)
+        state.pop("_plan_key", None)
+        return state
+
+    def _plan(self) -> list[tuple]:
+        """Per edge of the discrete form: (node, source state, flat index of its
+        coefficients, primitive spec, learns a, learns b), cached per choice."""
+        key = (self.fixed.tolist(), self.fixed_nodes.tolist())
+        if getattr(self, "_plan_key", None) != key:
+            P = len(self.primitives)
+            self._plan_cache = [
+                (i, j, e * P + k, PRIMITIVES[self.primitives[k]], bool(self.learn_a[k] > 0),
+                 bool(self.learn_b[k] > 0))
+                for e, ((i, j), k) in enumerate(zip(self.edge_sources(), key[0]))]
+            self._plan_key = key
+        return self._plan_cache
+
     def edge_terms(self, x: Tensor, replace_edges: dict | None = None,
                    replace_nodes: dict | None = None) -> tuple[list[Tensor | None], Tensor]:
         """Discrete form only: each edge's term [n] (None for a none edge) and the
@@ -197,30 +217,33 @@ class EquationGraph(nn.Module):
         ({index: value}) evaluate the graph with those terms / nodes held constant
         (what pruning a term would do)."""
         replace_edges, replace_nodes = replace_edges or {}, replace_nodes or {}
+        # Only the chosen primitive's coefficients, and only those it learns: the
+        # L-BFGS fits of the candidates run this a few hundred thousand times on
+        # ~100 points, where each tensor op's dispatch costs more than its math.
+        a, b, beta = self.a.view(-1), self.b.view(-1), self.beta.view(-1)
         states = list(x.unbind(1))
-        a_eff, b_eff = self._coefficients()
         terms: list[Tensor | None] = []
-        nodes, off = [], 0
-        for i in range(self.num_nodes):
-            factors = []
-            for j in range(len(states)):
-                e, k = off + j, int(self.fixed[off + j])
-                spec = PRIMITIVES[self.primitives[k]]
-                if spec.zero:
-                    terms.append(None)
-                    continue
-                if e in replace_edges:
-                    factors.append(torch.full_like(x[:, 0], replace_edges[e]))
-                else:
-                    z = a_eff[e, k] * states[j] + b_eff[e, k]
-                    factors.append(spec.fn(z, self.beta[e, k]))
-                terms.append(factors[-1])
-            off += len(states)
-            node = _combine(self.node_kind(i), factors, x[:, 0])
-            if i in replace_nodes:
-                node = torch.full_like(x[:, 0], replace_nodes[i])
-            states.append(node)
-            nodes.append(node)
+        factors: list[Tensor] = []
+        nodes = []
+        for e, (i, j, idx, spec, learn_a, learn_b) in enumerate(self._plan()):
+            if spec.zero:
+                terms.append(None)
+            elif e in replace_edges:
+                terms.append(torch.full_like(x[:, 0], replace_edges[e]))
+            else:
+                z = a[idx] * states[j] if learn_a else (states[j] if spec.sign > 0 else -states[j])
+                if learn_b:
+                    z = z + b[idx]
+                terms.append(spec.fn(z, beta[idx] if spec.learn_beta else None))
+            if terms[-1] is not None:
+                factors.append(terms[-1])
+            if j == len(states) - 1:  # node i's last edge (edges are node-major)
+                node = _combine(self.node_kind(i), factors, x[:, 0])
+                if i in replace_nodes:
+                    node = torch.full_like(x[:, 0], replace_nodes[i])
+                states.append(node)
+                nodes.append(node)
+                factors = []
         return terms, torch.stack(nodes, 1)
 
     def node_values(self, x: Tensor) -> Tensor:

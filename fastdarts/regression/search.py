@@ -217,6 +217,75 @@ def fit_coefficients(net: EquationGraph, x: Tensor, y: Tensor, max_iter: int) ->
     return best
 
 
+@torch.no_grad()
+def least_squares_readout(net: EquationGraph, x: Tensor, y: Tensor) -> None:
+    """Set the trainable read-out (W, c) of a discrete real-output graph to its
+    least-squares optimum for the current node values.
+
+    A candidate starts from coefficients fitted for another graph, with a
+    read-out that can be worse than predicting the mean; then L-BFGS's first
+    line search may step where an edge is 0 on every sample (a power whose
+    x + b < 0, a ReLU below its knee), the loss is the mean's and every gradient
+    through that edge is 0: x1 (x2 + 0.5)^-1 was fitted as a constant from both
+    starts.  From the least-squares read-out the loss starts at most at the
+    mean's."""
+    if net.output_type != "real" or not (net.weight.requires_grad or net.bias.requires_grad):
+        return
+    nodes = net.node_values(x)
+    if not torch.isfinite(nodes).all():
+        return
+    target = y - (0 if net.weight.requires_grad else nodes @ net.weight.t()) \
+        - (0 if net.bias.requires_grad else net.bias)
+    cols = ([nodes] if net.weight.requires_grad else []) + ([torch.ones_like(nodes[:, :1])]
+                                                            if net.bias.requires_grad else [])
+    A = torch.cat(cols, 1)  # [n, m], m <= num_nodes + 1
+    # Normal equations from elementwise products and sums, solved in Python: the
+    # fit must be bitwise reproducible, and torch.linalg.lstsq was not (its last
+    # bits varied from call to call on the same inputs, 2-core x86 CPU).
+    gram = (A[:, :, None] * A[:, None, :]).sum(0).tolist()
+    rhs = (A[:, :, None] * target[:, None, :]).sum(0).tolist()
+    sol = _solve_normal_equations(gram, rhs)
+    if sol is None:
+        return
+    sol = torch.tensor(sol, dtype=A.dtype, device=A.device)  # [m, O]
+    if net.weight.requires_grad:
+        net.weight.copy_(sol[:net.num_nodes].t())
+    if net.bias.requires_grad:
+        net.bias.copy_(sol[-1])
+
+
+def _solve_normal_equations(gram: list, rhs: list) -> list | None:
+    """Solve (G + ridge) X = R for symmetric positive semi-definite G (m x m, m
+    small) by Cholesky; the ridge (1e-12 of G's mean diagonal) keeps an all-zero or
+    collinear node column from making it singular.  None when not finite."""
+    m = len(gram)
+    ridge = 1e-12 * sum(gram[i][i] for i in range(m)) / max(m, 1) + 1e-300
+    L = [[0.0] * m for _ in range(m)]
+    for i in range(m):
+        for j in range(i + 1):
+            acc = gram[i][j] + (ridge if i == j else 0.0) - sum(L[i][k] * L[j][k] for k in range(j))
+            if i == j:
+                if not acc > 0:
+                    return None
+                L[i][i] = math.sqrt(acc)
+            else:
+                L[i][j] = acc / L[j][j]
+    out = []
+    for col in zip(*rhs):
+        z = [0.0] * m
+        for i in range(m):  # L z = r
+            z[i] = (col[i] - sum(L[i][k] * z[k] for k in range(i))) / L[i][i]
+        xs = [0.0] * m
+        for i in reversed(range(m)):  # L^T x = z
+            xs[i] = (z[i] - sum(L[k][i] * xs[k] for k in range(i + 1, m))) / L[i][i]
+        out.append(xs)
+    if not all(math.isfinite(v) for xs in out for v in xs):
+        return None
+    return [list(r) for r in zip(*out)]
+
+
+RACE_ITER = 20  # L-BFGS iterations for which a candidate's two starts race (one round)
+SAME_LOSS = 1e-7  # relative difference of validation losses below which two graphs fit alike
 EXACT = 1e-10  # MSE / Var(y) below which a fit counts as exact (float64 rounding level)
 
 
@@ -352,18 +421,25 @@ class CandidateSelector:
                             getattr(cand, name)[e, k_new] = getattr(init, name)[e, k_old]
                 cand.weight.copy_(init.weight)
                 cand.bias.copy_(init.bias)
-        train_loss = fit_coefficients(cand, *self.train, self.max_iter)
+        first = min(RACE_ITER, self.max_iter)
+        least_squares_readout(cand, *self.train)
+        train_loss = fit_coefficients(cand, *self.train, first)
         if not train_loss < 1e-8:
             # The inherited coefficients can sit in a poor basin (exp(a k) fitted
-            # with a = -0.12 where a = 1 is exact); retry from the primitives'
-            # natural scale (a = 1, b = 0, read-out weights 1) and keep the better.
+            # with a = -0.12 where a = 1 is exact; a power (x + b)^k whose b < -1
+            # is 0 on all of [0, 1]); race a start from the primitives' natural
+            # scale (a = 1, b = 0, k = 1) for one L-BFGS round and go on with the
+            # better of the two only (fitting both to the end cost a third more).
             alt = self.make_discrete(source, choice)
             with torch.no_grad():
                 alt.a.fill_(1.0)
                 alt.b.zero_()
                 alt.beta.fill_(1.0)
-            if fit_coefficients(alt, *self.train, self.max_iter) < train_loss:
+            least_squares_readout(alt, *self.train)
+            if fit_coefficients(alt, *self.train, first) < train_loss:
                 cand = alt
+        if self.max_iter > first:
+            fit_coefficients(cand, *self.train, self.max_iter - first)
         return self._record(choice, cand)
 
     def _record(self, choice: tuple[int, ...], cand: EquationGraph) -> float:
@@ -436,9 +512,20 @@ class CandidateSelector:
         net = next(iter(sources.values()))
         E = len(net.edge_sources())
         options = [len(net.primitives)] * E + [len(net.node_types)] * net.num_nodes
+
+        def fresh(c) -> bool:
+            # Not expanded, nor the same function as an expanded graph: x1 * f(x2),
+            # -x1 * f(x2) and 0.7 x1 * f(x2) fit to the same loss (the read-out
+            # weight takes the sign and scale), and their single changes repeat each
+            # other's, so expanding all three spent the budget on one neighbourhood.
+            loss = self.results[c][1]
+            return c not in expanded and not any(
+                c[E:] == x[E:] and abs(loss - self.results[x][1]) <= SAME_LOSS * max(loss, EXACT)
+                for x in expanded)
+
         for r in range(expansions):
             order = self._order()
-            start = next((c for c in order if c not in expanded), None)
+            start = next((c for c in order if fresh(c)), None)
             if r == 1:
                 # Once, the best graph with other node types than the first expansion:
                 # the discrete product candidates read off a mixture are poor (the
