@@ -284,7 +284,6 @@ def _solve_normal_equations(gram: list, rhs: list) -> list | None:
     return [list(r) for r in zip(*out)]
 
 
-RACE_ITER = 20  # L-BFGS iterations for which a candidate's two starts race (one round)
 SAME_LOSS = 1e-7  # relative difference of validation losses below which two graphs fit alike
 EXACT = 1e-10  # MSE / Var(y) below which a fit counts as exact (float64 rounding level)
 
@@ -421,25 +420,21 @@ class CandidateSelector:
                             getattr(cand, name)[e, k_new] = getattr(init, name)[e, k_old]
                 cand.weight.copy_(init.weight)
                 cand.bias.copy_(init.bias)
-        first = min(RACE_ITER, self.max_iter)
         least_squares_readout(cand, *self.train)
-        train_loss = fit_coefficients(cand, *self.train, first)
+        train_loss = fit_coefficients(cand, *self.train, self.max_iter)
         if not train_loss < 1e-8:
             # The inherited coefficients can sit in a poor basin (exp(a k) fitted
             # with a = -0.12 where a = 1 is exact; a power (x + b)^k whose b < -1
-            # is 0 on all of [0, 1]); race a start from the primitives' natural
-            # scale (a = 1, b = 0, k = 1) for one L-BFGS round and go on with the
-            # better of the two only (fitting both to the end cost a third more).
+            # is 0 on all of [0, 1]); retry from the primitives' natural scale
+            # (a = 1, b = 0, k = 1; least-squares read-out) and keep the better.
             alt = self.make_discrete(source, choice)
             with torch.no_grad():
                 alt.a.fill_(1.0)
                 alt.b.zero_()
                 alt.beta.fill_(1.0)
             least_squares_readout(alt, *self.train)
-            if fit_coefficients(alt, *self.train, first) < train_loss:
+            if fit_coefficients(alt, *self.train, self.max_iter) < train_loss:
                 cand = alt
-        if self.max_iter > first:
-            fit_coefficients(cand, *self.train, self.max_iter - first)
         return self._record(choice, cand)
 
     def _record(self, choice: tuple[int, ...], cand: EquationGraph) -> float:
