@@ -5,9 +5,10 @@ constructor parameters, primitive names and output types), with defaults chosen
 to recover equations, and these additions: ``random_state``, ``device``,
 ``validation_fraction`` (the architecture step sees held-out data),
 ``second_order`` (fastdarts.Architect's unrolled step), ``inner_coefficients``,
-``restarts``, ``candidates_per_edge``/``max_candidates``/``complexity_penalty``
-(the discrete candidates read off the search and how one is chosen),
-``verbose`` and ``fused``.
+``restarts``, ``candidates_per_edge``/``max_candidates``/``complexity_penalty``/
+``noise_tolerance`` (the discrete candidates read off the search and how one is
+chosen), ``node_types`` (product nodes beside AutoRA's sum nodes), ``verbose``
+and ``fused``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import report
-from .network import OUTPUT_TYPES, EquationGraph, output_function
+from .network import NODE_TYPES, OUTPUT_TYPES, EquationGraph, output_function
 from .primitives import DEFAULT_PRIMITIVES, check_primitives
 from .search import CandidateSelector, candidate_architectures, darts_search, fit_coefficients
 
@@ -76,9 +77,10 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
     """Differentiable architecture search for equations.
 
     The model is a small graph: inputs x1..xd, ``num_graph_nodes`` hidden nodes
-    k_i = sum of one edge function of every earlier input/node, outputs
-    y = out(W k + c).  Each edge function is a softmax mixture of
-    ``primitives`` during the search; the fitted model keeps one per edge.
+    k_i = sum (or, for a product node, product) of one edge function of every
+    earlier input/node, outputs y = out(W k + c).  Each edge function is a
+    softmax mixture of ``primitives`` during the search, and each node's type a
+    softmax mixture of ``node_types``; the fitted model keeps one of each.
 
     AutoRA's parameters keep their names and meanings (see AutoRA's docs):
     ``batch_size, num_graph_nodes, output_type, classifier_weight_decay,
@@ -104,10 +106,26 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
             (with "max": each edge's leading primitives, combined best-first).
         complexity_penalty: candidates are scored BIC-style on the validation
             split, n log(MSE / Var(y)) + penalty * dof * log(n), dof = 1 +
-            #coefficients per used edge; the lowest wins (1.0: BIC).
-        local_search: how many candidates (best first) have all their
-            single-edge changes fitted and scored; 0 disables.
-        verbose: progress output during the search.
+            #coefficients per used edge; the lowest wins (1.0: BIC), but see
+            noise_tolerance.
+        noise_tolerance: candidates whose validation MSE is within
+            max(best, 1e-10 Var(y)) * (1 + noise_tolerance * sqrt(2 / n_val))
+            count as equally good, and the one whose equation shows the fewest
+            constants wins (1.0: the one-standard-error rule; 0: the score
+            alone).  Before that, terms that are constant over the training
+            inputs are pruned from the leading candidates and folded into the
+            offset.  MSE-type outputs only (not "class",
+            "probability_distribution").
+        node_types: the node types the search may choose from: "sum"
+            (AutoRA's) and "product" (its edge functions multiplied, "none"
+            being the factor 1: x1 / (x2 + 0.5) or x1 exp(-2 x2) is one node).
+        local_search: how many candidates have all their single changes (an
+            edge's primitive, a node's type) fitted and scored, best first, the
+            second the best with other node types than the first, graphs that
+            fit to the same validation loss as an expanded one passed over;
+            0 disables.
+        verbose: 0 (default) silent; >= 1 a progress bar (tqdm) or a line per
+            10% of each search's epochs on stderr.
         fused: use fastdarts' fused mixed-sum op (None: on CUDA only).
 
     Refit: with ``max_epochs=0`` a fitted estimator keeps its graph and refits
@@ -116,7 +134,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
 
     Attributes (after fit): ``model_`` (Sequential(graph, output function)),
     ``network_`` (the search graph that won), ``architecture_`` (primitive name
-    per edge), ``candidates_`` (list of (score, val_loss, dof, architecture)),
+    per edge), ``node_types_`` (type per node), ``candidates_`` (list of
+    (score, val_loss, dof, architecture, node_types), lowest score first),
     ``n_features_in_``, ``n_outputs_``, ``classes_`` (output_type="class").
     """
 
@@ -135,8 +154,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
                  random_state: int | None = None, device="auto", validation_fraction: float = 0.2,
                  second_order: bool = False, inner_coefficients: bool = True, restarts: int = 2,
                  candidates_per_edge: int = 2, max_candidates: int = 16, complexity_penalty: float = 1.0,
-                 local_search: int = 3,
-                 verbose: bool = True, fused: bool | None = None):
+                 local_search: int = 5, noise_tolerance: float = 1.0,
+                 node_types: Sequence[str] = NODE_TYPES, verbose: int = 0, fused: bool | None = None):
         self.batch_size = batch_size
         self.num_graph_nodes = num_graph_nodes
         self.output_type = output_type
@@ -173,6 +192,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
         self.max_candidates = max_candidates
         self.complexity_penalty = complexity_penalty
         self.local_search = local_search
+        self.noise_tolerance = noise_tolerance
+        self.node_types = node_types
         self.verbose = verbose
         self.fused = fused
 
@@ -201,7 +222,20 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
         if not 0.0 <= float(self.validation_fraction) < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        tol = self.noise_tolerance
+        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)) or not 0 <= tol < math.inf:
+            raise ValueError(f"noise_tolerance must be a finite number >= 0, got {tol!r}")
+        self._node_types()
         return prims
+
+    def _node_types(self) -> tuple[str, ...]:
+        types = self.node_types
+        if isinstance(types, str):
+            raise ValueError(f"node_types must be a sequence of names, not the string {types!r}")
+        types = tuple(types)
+        if not types or len(set(types)) != len(types) or not set(types) <= set(NODE_TYPES):
+            raise ValueError(f"node_types must be distinct names from {NODE_TYPES}, got {list(types)}")
+        return types
 
     def _device(self) -> torch.device:
         if self.device is None or self.device == "auto":
@@ -285,6 +319,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
             changed.append(f"primitives ({list(self.primitives_)} -> {list(prims)})")
         if self.num_graph_nodes != self.model_[0].num_nodes:
             changed.append(f"num_graph_nodes ({self.model_[0].num_nodes} -> {self.num_graph_nodes})")
+        if self._node_types() != self.model_[0].node_types:
+            changed.append(f"node_types ({list(self.model_[0].node_types)} -> {list(self._node_types())})")
         if self.output_type != self.model_[0].output_type:
             changed.append(f"output_type ({self.model_[0].output_type!r} -> {self.output_type!r})")
         if changed:
@@ -297,7 +333,7 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
                             train_classifier_coefficients=bool(self.train_classifier_coefficients),
                             train_classifier_bias=bool(self.train_classifier_bias),
                             fair_darts_loss_weight=self.fair_darts_loss_weight, fused=self.fused,
-                            generator=gen, dtype=dtype, device=device)
+                            node_types=self._node_types(), generator=gen, dtype=dtype, device=device)
         if self.init_weights_function is not None:
             net.apply(self.init_weights_function)
         return net
@@ -318,7 +354,8 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
         # before; 3x less time on x1*x2); the winner then gets the full count.
         selector = CandidateSelector(self._discrete_from, train64, valid64,
                                      min(60, int(self.param_updates_for_sampled_model)),
-                                     float(self.complexity_penalty), bool(self.inner_coefficients))
+                                     float(self.complexity_penalty), float(self.noise_tolerance),
+                                     report.constants)
         sources = {}
         for r in range(int(self.restarts)):
             net = self._new_graph(prims, n_in, n_out, gen, device)
@@ -327,19 +364,25 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
             darts_search(net, train32, valid32, cfg, gen, monitor=monitor, progress=progress)
             for choice in candidate_architectures(net.alphas, prims, self.sampling_strategy,
                                                   int(self.candidates_per_edge), int(self.max_candidates),
-                                                  gen, self.darts_type):
+                                                  gen, self.darts_type, net.node_alphas, net.num_nodes):
                 selector.evaluate(net, choice)
                 sources.setdefault(choice, net)
-        best = selector.best()
         if self.local_search:
-            best = selector.local_search(sources, int(self.local_search))
+            selector.local_search(sources, int(self.local_search))
+        if self.noise_tolerance:
+            # the contenders and the three lowest scores, without their constant terms
+            order = sorted(selector.results, key=lambda c: selector.results[c][0])
+            selector.prune(sources, dict.fromkeys(selector.contenders() + order[:3]))
+        best = selector.best()
         model = selector.results[best][3]
         # final fit on every sample, with the full iteration count
         fit_coefficients(model, *all64, int(self.param_updates_for_sampled_model))
         self.network_ = sources.get(best, sources[min(sources, key=lambda c: selector.results[c][0])])
         self._set_model(model, prims)
-        self.candidates_ = sorted(((sc, v, d, tuple(prims[k] for k in c)) for c, (sc, v, d, _)
-                                   in selector.results.items()), key=lambda t: t[0])
+        E = len(model.fixed)
+        self.candidates_ = sorted(((sc, v, d, tuple(prims[k] for k in c[:E]),
+                                    tuple(model.node_types[t] for t in c[E:]))
+                                   for c, (sc, v, d, _) in selector.results.items()), key=lambda t: t[0])
 
     def _search_config(self):
         from types import SimpleNamespace
@@ -357,13 +400,15 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
                                torch.float64)
         cand.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
         with torch.no_grad():
-            cand.alphas.copy_(net.alphas)
+            for mine, theirs in zip(cand.arch_parameters(), net.arch_parameters()):
+                mine.copy_(theirs)
         return cand.fix(choice)
 
     def _set_model(self, model: EquationGraph, prims) -> None:
         self.primitives_ = prims
         self.model_ = torch.nn.Sequential(model, _OutputFunction(self.output_type))
         self.architecture_ = tuple(prims[int(k)] for k in model.fixed)
+        self.node_types_ = tuple(model.node_kind(i) for i in range(model.num_nodes))
 
     def _refit_coefficients(self, data, y_scale) -> None:
         model = self.model_[0]

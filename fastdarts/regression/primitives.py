@@ -8,12 +8,22 @@ Every primitive is evaluated in one parameterised form, ``f(a * x + b; beta)``:
   ``c f(x)``; fixed at 1 otherwise),
 - ``b`` an additive bias (learned for ``linear`` and the ``linear_*`` forms that
   have one in AutoRA: relu, logistic, exp, sin, cos, tanh),
-- ``beta`` the sharpness of softplus/softminus, ``log(1 + e^(beta z)) / beta``.
+- ``beta`` the sharpness of softplus/softminus, ``log(1 + e^(beta z)) / beta``,
+  and the learned exponent ``k`` of ``power`` and ``shifted_power``, ``z^k``.
 
 So that no search step can produce inf/NaN, three functions are evaluated in a
 guarded form, used identically by ``fit`` and ``predict``: ``exp(min(z, 30))``,
 ``1 / z`` regularised as ``z / (z^2 + 1e-8)`` (exact to 1e-8 relative for
-``|z| > 1e-2``) and ``ln z`` taken as 0 for ``z <= 0`` (as AutoRA does).
+``|z| > 1e-2``) and ``ln z`` taken as 0 for ``z <= 0`` (as AutoRA does);
+the powers take the same convention, ``z^k`` for ``z > 0`` and 0 elsewhere
+(``exp(min(k ln z, 30))``, so that ``k < 0`` near 0 stays finite).
+
+Three primitives are ours, not AutoRA's: ``square`` (``x^2``, exact on any
+domain, no constant), ``power`` (``x^k``, learned exponent: ``x^0.5``, ``x^3``,
+``x^-1.5`` on positive x) and ``shifted_power`` (``(x + b)^k``: ``1/(x + 0.5)``,
+``(x + 1)^2``).  ``power`` is not ``shifted_power`` with b = 0: where the data
+reach x = 0, the fit of b sits on the kink of ``(x + b)^0.5`` at b = 0 and
+L-BFGS stops 1e-8 short of exact (2 sqrt(x1) + x2 on the [0, 1] grid).
 """
 
 from __future__ import annotations
@@ -36,6 +46,13 @@ def _reciprocal(z: Tensor) -> Tensor:
 def _ln(z: Tensor) -> Tensor:
     # where() alone would leak NaN gradients from log of negatives; clamp first
     return torch.where(z > 0, torch.log(z.clamp_min(1e-30)), torch.zeros_like(z))
+
+
+def _power(z: Tensor, k: Tensor) -> Tensor:
+    # where() alone would leak NaN gradients from log of z <= 0; clamp first
+    pos = z > 0
+    logz = torch.log(torch.where(pos, z, torch.ones_like(z)))
+    return torch.where(pos, torch.exp((k * logz).clamp(max=EXP_MAX)), torch.zeros_like(z))
 
 
 def _softplus(z: Tensor, beta: Tensor) -> Tensor:
@@ -94,6 +111,10 @@ _TABLE = [
     Primitive("linear_softplus", _softplus, learn_a=True, learn_beta=True),
     Primitive("softminus", lambda z, beta: z - _softplus(z, beta), learn_beta=True),
     Primitive("linear_softminus", lambda z, beta: z - _softplus(z, beta), learn_a=True, learn_beta=True),
+    # ours (not AutoRA's): the power laws scientists write
+    Primitive("square", lambda z, beta: z * z),
+    Primitive("power", _power, learn_beta=True),
+    Primitive("shifted_power", _power, learn_b=True, learn_beta=True),
 ]
 
 PRIMITIVES: dict[str, Primitive] = {p.name: p for p in _TABLE}
@@ -102,9 +123,10 @@ ALL_PRIMITIVE_NAMES: tuple[str, ...] = tuple(PRIMITIVES)
 # AutoRA's default set, for reference and for users who want its behaviour.
 AUTORA_PRIMITIVES = ("none", "add", "subtract", "linear", "linear_logistic", "mult", "linear_relu")
 
-# Our default: AutoRA's set plus the shape functions scientists' laws are made of.
+# Our default: AutoRA's set plus the shape functions scientists' laws are made of
+# (the power laws among them: x^2, x^k, and (x + b)^k for 1/(x + b)).
 DEFAULT_PRIMITIVES = ("none", "add", "subtract", "mult", "linear", "linear_logistic", "linear_exp",
-                      "linear_sin", "linear_relu", "ln", "reciprocal")
+                      "linear_sin", "linear_relu", "ln", "reciprocal", "square", "power", "shifted_power")
 
 
 def check_primitives(primitives) -> tuple[str, ...]:
@@ -134,7 +156,8 @@ def sympy_primitive(name: str, arg, a: float, b: float, beta: float, inner_coeff
     if p.zero:
         return sp.Integer(0)
     use_a = p.learn_a or (p.inner and inner_coefficients)
-    z = (sp.Float(a) * arg if use_a else p.sign * arg) + (sp.Float(b) if p.learn_b else 0)
+    # the fixed sign as an integer: a float 1.0 would print as "1.0*x1" in the unrounded sympy()
+    z = (sp.Float(a) * arg if use_a else int(p.sign) * arg) + (sp.Float(b) if p.learn_b else 0)
     base = name.removeprefix("linear_")
     if base in ("add", "subtract", "mult", "linear"):
         return z
@@ -142,6 +165,8 @@ def sympy_primitive(name: str, arg, a: float, b: float, beta: float, inner_coeff
         return softplus(z, sp.Float(abs(beta)))
     if base == "softminus":
         return z - softplus(z, sp.Float(abs(beta)))
+    if base in ("power", "shifted_power"):
+        return z ** sp.Float(beta)
     funcs = {"relu": relu, "logistic": logistic, "exp": sp.exp, "sin": sp.sin, "cos": sp.cos,
-             "tanh": sp.tanh, "reciprocal": lambda u: 1 / u, "ln": sp.log}
+             "tanh": sp.tanh, "reciprocal": lambda u: 1 / u, "ln": sp.log, "square": lambda u: u ** 2}
     return funcs[base](z)

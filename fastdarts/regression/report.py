@@ -8,26 +8,32 @@ import sympy as sp
 
 from .network import OUTPUT_FUNCTION_LABELS, EquationGraph
 from .primitives import PRIMITIVES, sympy_primitive
-from .symbolic import logistic, render, simplify_equation
+from .symbolic import count_constants, logistic, render, simplify_equation
 
 
 def _node_symbol(i: int, output_format: str):
     return sp.Symbol(f"k_{i + 1}" if output_format == "latex" else f"k{i + 1}")
 
 
-def node_expressions(net: EquationGraph, input_symbols: Sequence, node_symbols: Sequence) -> list:
-    """Per hidden node, its value as a sympy expression of the inputs and earlier
-    node symbols (``node_symbols``; pass the expressions themselves to inline)."""
-    exprs = []
+def node_expressions(net: EquationGraph, input_symbols: Sequence,
+                     node_symbols: Sequence | None = None) -> list:
+    """Per hidden node, its value as a sympy expression: the sum, or for a product
+    node the product, of its edges' functions (none edges left out).  Earlier nodes
+    appear as ``node_symbols``, or inlined when that is None."""
     choice = [int(c) for c in net.fixed]
-    for e, (i, j) in enumerate(net.edge_sources()):
-        if len(exprs) <= i:
-            exprs.append(sp.Integer(0))
-        k = choice[e]
-        src = input_symbols[j] if j < net.n_inputs else node_symbols[j - net.n_inputs]
-        a, b, beta = net.coefficients(e, k)
-        exprs[i] = exprs[i] + sympy_primitive(net.primitives[k], src, a, b, beta, net.inner_coefficients)
-    return exprs
+    sources = net.edge_sources()
+    values: list = []
+    for i in range(net.num_nodes):
+        terms = []
+        for e, (node, j) in enumerate(sources):
+            k = choice[e]
+            if node != i or PRIMITIVES[net.primitives[k]].zero:
+                continue
+            src = input_symbols[j] if j < net.n_inputs else (node_symbols or values)[j - net.n_inputs]
+            a, b, beta = net.coefficients(e, k)
+            terms.append(sympy_primitive(net.primitives[k], src, a, b, beta, net.inner_coefficients))
+        values.append(sp.Mul(*terms) if net.node_kind(i) == "product" else sp.Add(*terms))
+    return values
 
 
 def readout_expressions(net: EquationGraph, node_symbols: Sequence, output_type: str,
@@ -62,17 +68,16 @@ def model_lines(net: EquationGraph, input_labels, output_labels, function_label,
 
 def equations(net: EquationGraph, input_labels, output_type: str, simplify: bool = True) -> list:
     """One sympy expression per output with the nodes substituted in."""
-    xs = [sp.Symbol(str(s)) for s in input_labels]
-    # nodes depend on earlier nodes: build them in order, inlining as we go
-    choice = [int(c) for c in net.fixed]
-    values = [sp.Integer(0) for _ in range(net.num_nodes)]
-    for e, (i, j) in enumerate(net.edge_sources()):
-        k = choice[e]
-        src = xs[j] if j < net.n_inputs else values[j - net.n_inputs]
-        a, b, beta = net.coefficients(e, k)
-        values[i] = values[i] + sympy_primitive(net.primitives[k], src, a, b, beta, net.inner_coefficients)
+    values = node_expressions(net, [sp.Symbol(str(s)) for s in input_labels])
     outs = readout_expressions(net, values, output_type, None)
     return [simplify_equation(o) if simplify else o for o in outs]
+
+
+def constants(net: EquationGraph) -> int:
+    """How many constants the equations of discrete graph ``net`` show (summed over
+    outputs; see symbolic.count_constants)."""
+    labels = [f"x{j + 1}" for j in range(net.n_inputs)]
+    return sum(count_constants(e) for e in equations(net, labels, net.output_type))
 
 
 def edge_label(net: EquationGraph, e: int, decimals: int) -> str | None:
@@ -88,7 +93,8 @@ def edge_label(net: EquationGraph, e: int, decimals: int) -> str | None:
 def graph_spec(net: EquationGraph, input_labels, output_labels, output_type: str, decimals: int = 2):
     """(nodes, edges) for drawing: nodes are (id, label, kind), edges (src, dst, label)."""
     nodes = [(f"in{j}", str(lab), "input") for j, lab in enumerate(input_labels)]
-    nodes += [(f"k{i}", f"k{i + 1}", "hidden") for i in range(net.num_nodes)]
+    nodes += [(f"k{i}", f"k{i + 1}" + (" (product)" if net.node_kind(i) == "product" else ""), "hidden")
+              for i in range(net.num_nodes)]
     fn = OUTPUT_FUNCTION_LABELS[output_type]
     nodes += [(f"out{o}", f"{lab}" + (f" = {fn}(.)" if fn else ""), "output")
               for o, lab in enumerate(output_labels)]

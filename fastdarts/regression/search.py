@@ -94,7 +94,9 @@ def darts_search(net: EquationGraph, train: tuple[Tensor, Tensor], valid: tuple[
             xv, yv = va.next()
             architect.step(xt, yt, xv, yv, lr, opt, cfg.unrolled)
             with torch.no_grad():
-                torch.nan_to_num_(net.alphas, nan=0.0)
+                for alphas in net.arch_parameters():
+                    torch.nan_to_num_(alphas, nan=0.0)
+                # the simplicity decay is per primitive; the node types cost the same
                 net.alphas.sub_(decay * cfg.arch_learning_rate_max)
         loss = None
         for _ in range(cfg.param_updates_per_epoch):
@@ -121,46 +123,60 @@ def darts_search(net: EquationGraph, train: tuple[Tensor, Tensor], valid: tuple[
     return net
 
 
-def candidate_architectures(alphas: Tensor, primitives: tuple[str, ...], strategy: str, per_edge: int,
-                            max_candidates: int, generator: torch.Generator,
-                            darts_type: str = "original") -> list[tuple[int, ...]]:
-    """Discrete architectures (one primitive index per edge), best first.
-
-    "max": the argmax per edge first (ties -> lowest index: deterministic), then
-    the best-scoring combinations of each edge's ``per_edge`` leading primitives
-    (score = sum of log mixing weights), at most ``max_candidates``.
-    "sample": the first is drawn from each edge's softmax, then further draws.
-    """
+def _log_weights(alphas: Tensor, darts_type: str) -> Tensor:
     a = alphas.detach().double().cpu()
     if darts_type == "fair":
-        logp = torch.nn.functional.logsigmoid(a)
-    else:
-        logp = torch.log_softmax(a, dim=-1)
-    E, P = logp.shape
+        return torch.nn.functional.logsigmoid(a)
+    return torch.log_softmax(a, dim=-1)
+
+
+def candidate_architectures(alphas: Tensor, primitives: tuple[str, ...], strategy: str, per_edge: int,
+                            max_candidates: int, generator: torch.Generator,
+                            darts_type: str = "original", node_alphas: Tensor | None = None,
+                            num_nodes: int = 0) -> list[tuple[int, ...]]:
+    """Discrete architectures, best first: one primitive index per edge, then one
+    node-type index per node (``node_alphas`` [N, T]; None: ``num_nodes`` zeros).
+
+    "max": the argmax per edge and node first (ties -> lowest index:
+    deterministic), then the best-scoring combinations of each edge's
+    ``per_edge`` leading primitives and every node type (score = sum of log
+    mixing weights), at most ``max_candidates``.  "sample": the first is drawn from each softmax, then
+    further draws.
+    """
+    positions = [_log_weights(alphas, darts_type)]
+    if node_alphas is not None:
+        positions.append(_log_weights(node_alphas, darts_type))
+    fixed_tail = () if node_alphas is not None else (0,) * num_nodes
     if strategy == "sample":
-        probs = logp.exp()
-        probs = probs / probs.sum(-1, keepdim=True)
         seen, out = set(), []
         for _ in range(4 * max_candidates):
-            c = tuple(int(i) for i in torch.multinomial(probs, 1, generator=generator).squeeze(1))
+            c = ()
+            for logp in positions:
+                probs = logp.exp()
+                probs = probs / probs.sum(-1, keepdim=True)
+                c += tuple(int(i) for i in torch.multinomial(probs, 1, generator=generator).squeeze(1))
+            c += fixed_tail
             if c not in seen:
                 seen.add(c)
                 out.append(c)
             if len(out) >= max_candidates:
                 break
         return out
-    order = torch.argsort(-logp, dim=-1, stable=True)[:, :max(1, per_edge)]
     beam: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
-    for e in range(E):
-        grown = [(s - float(logp[e, k]), c + (int(k),)) for s, c in beam for k in order[e]]
-        beam = heapq.nsmallest(max_candidates, grown)
-    return [c for _, c in beam]
+    for pos, logp in enumerate(positions):
+        # every node type stays in the beam: a few epochs can tip a node's type
+        # weights either way, and the other type is then never fitted at all
+        order = torch.argsort(-logp, dim=-1, stable=True)[:, :max(1, per_edge) if pos == 0 else None]
+        for e in range(logp.shape[0]):
+            grown = [(s - float(logp[e, k]), c + (int(k),)) for s, c in beam for k in order[e]]
+            beam = heapq.nsmallest(max_candidates, grown)
+    return [c + fixed_tail for _, c in beam]
 
 
-def complexity(primitives: tuple[str, ...], choice, inner: bool) -> int:
+def complexity(net: EquationGraph) -> int:
     """Degrees of freedom of a discrete graph: 1 + #coefficients per used edge."""
-    return sum(0 if PRIMITIVES[primitives[k]].zero else 1 + PRIMITIVES[primitives[k]].n_params(inner)
-               for k in choice)
+    return sum(0 if PRIMITIVES[net.primitives[k]].zero else 1 + PRIMITIVES[net.primitives[k]].n_params(
+        net.inner_coefficients) for k in net.fixed.tolist())
 
 
 def fit_coefficients(net: EquationGraph, x: Tensor, y: Tensor, max_iter: int) -> float:
@@ -201,6 +217,74 @@ def fit_coefficients(net: EquationGraph, x: Tensor, y: Tensor, max_iter: int) ->
     return best
 
 
+@torch.no_grad()
+def least_squares_readout(net: EquationGraph, x: Tensor, y: Tensor) -> None:
+    """Set the trainable read-out (W, c) of a discrete real-output graph to its
+    least-squares optimum for the current node values.
+
+    A candidate starts from coefficients fitted for another graph, with a
+    read-out that can be worse than predicting the mean; then L-BFGS's first
+    line search may step where an edge is 0 on every sample (a power whose
+    x + b < 0, a ReLU below its knee), the loss is the mean's and every gradient
+    through that edge is 0: x1 (x2 + 0.5)^-1 was fitted as a constant from both
+    starts.  From the least-squares read-out the loss starts at most at the
+    mean's."""
+    if net.output_type != "real" or not (net.weight.requires_grad or net.bias.requires_grad):
+        return
+    nodes = net.node_values(x)
+    if not torch.isfinite(nodes).all():
+        return
+    target = y - (0 if net.weight.requires_grad else nodes @ net.weight.t()) \
+        - (0 if net.bias.requires_grad else net.bias)
+    cols = ([nodes] if net.weight.requires_grad else []) + ([torch.ones_like(nodes[:, :1])]
+                                                            if net.bias.requires_grad else [])
+    A = torch.cat(cols, 1)  # [n, m], m <= num_nodes + 1
+    # Normal equations from elementwise products and sums, solved in Python: the
+    # fit must be bitwise reproducible, and torch.linalg.lstsq was not (its last
+    # bits varied from call to call on the same inputs, 2-core x86 CPU).
+    gram = (A[:, :, None] * A[:, None, :]).sum(0).tolist()
+    rhs = (A[:, :, None] * target[:, None, :]).sum(0).tolist()
+    sol = _solve_normal_equations(gram, rhs)
+    if sol is None:
+        return
+    sol = torch.tensor(sol, dtype=A.dtype, device=A.device)  # [m, O]
+    if net.weight.requires_grad:
+        net.weight.copy_(sol[:net.num_nodes].t())
+    if net.bias.requires_grad:
+        net.bias.copy_(sol[-1])
+
+
+def _solve_normal_equations(gram: list, rhs: list) -> list | None:
+    """Solve (G + ridge) X = R for symmetric positive semi-definite G (m x m, m
+    small) by Cholesky; the ridge (1e-12 of G's mean diagonal) keeps an all-zero or
+    collinear node column from making it singular.  None when not finite."""
+    m = len(gram)
+    ridge = 1e-12 * sum(gram[i][i] for i in range(m)) / max(m, 1) + 1e-300
+    L = [[0.0] * m for _ in range(m)]
+    for i in range(m):
+        for j in range(i + 1):
+            acc = gram[i][j] + (ridge if i == j else 0.0) - sum(L[i][k] * L[j][k] for k in range(j))
+            if i == j:
+                if not acc > 0:
+                    return None
+                L[i][i] = math.sqrt(acc)
+            else:
+                L[i][j] = acc / L[j][j]
+    out = []
+    for col in zip(*rhs):
+        z = [0.0] * m
+        for i in range(m):  # L z = r
+            z[i] = (col[i] - sum(L[i][k] * z[k] for k in range(i))) / L[i][i]
+        xs = [0.0] * m
+        for i in reversed(range(m)):  # L^T x = z
+            xs[i] = (z[i] - sum(L[k][i] * xs[k] for k in range(i + 1, m))) / L[i][i]
+        out.append(xs)
+    if not all(math.isfinite(v) for xs in out for v in xs):
+        return None
+    return [list(r) for r in zip(*out)]
+
+
+SAME_LOSS = 1e-7  # relative difference of validation losses below which two graphs fit alike
 EXACT = 1e-10  # MSE / Var(y) below which a fit counts as exact (float64 rounding level)
 
 
@@ -219,15 +303,108 @@ def selection_score(net: EquationGraph, loss: float, n: int, dof: int, penalty: 
     return n * math.log(max(loss, EXACT)) + penalty * dof * log_n
 
 
+# A term whose replacement by its mean changes the read-out by at most this share
+# of the candidate's own training error (or by EXACT) counts as constant.
+PRUNE_SHARE = 1e-2
+
+
+@torch.no_grad()
+def prune_constant_terms(net: EquationGraph, x: Tensor, limit: float) -> EquationGraph | None:
+    """A copy of the discrete graph ``net`` in which the nodes and edge terms that
+    are constant over the inputs ``x`` are replaced by ``none`` (the neutral
+    element: 0 in a sum node, the factor 1 in a product node), their value folded
+    into what reads them: the read-out bias (or weight, for a factor) and the b
+    (or a) of later edges.  None when nothing is constant, or the primitive set
+    has no ``none``.
+
+    Constant means: replacing the term by its mean over ``x`` changes the read-out
+    by at most ``limit`` (mean square / Var(y)); terms are taken greedily, nodes
+    first, each only if all taken so far still change it by at most ``limit``.
+    Where the fold cannot be exact (a later edge without a learned b, say) it is
+    left to the caller's refit."""
+    nones = [k for k, p in enumerate(net.primitives) if PRIMITIVES[p].zero]
+    if not nones:
+        return None
+    terms, nodes = net.edge_terms(x)
+    base = net.readout(nodes)
+
+    def change(edges: dict, node_vals: dict) -> float:
+        out = net.readout(net.edge_terms(x, edges, node_vals)[1])
+        return float((((out - base) ** 2).mean(0) / net.y_scale).mean())
+
+    # a fold into a read-out parameter the user froze would change the model
+    shift_ok, scale_ok = net.bias.requires_grad, net.weight.requires_grad
+    sources = net.edge_sources()
+    edges_of = [[e for e, (i, _) in enumerate(sources) if i == n] for n in range(net.num_nodes)]
+    take_edges: dict[int, float] = {}
+    take_nodes: dict[int, float] = {}
+    for i in range(net.num_nodes):
+        if not any(terms[e] is not None for e in edges_of[i]):
+            continue
+        c = float(nodes[:, i].mean())
+        neutral = 1.0 if net.node_kind(i) == "product" else 0.0
+        if (shift_ok or c == neutral) and change(take_edges, {**take_nodes, i: c}) <= limit:
+            take_nodes[i] = c
+    for e, t in enumerate(terms):
+        i = sources[e][0]
+        if t is None or i in take_nodes:
+            continue
+        c = float(t.mean())
+        product = net.node_kind(i) == "product"
+        if (scale_ok or c == 1.0) if product else (shift_ok or c == 0.0):
+            if change({**take_edges, e: c}, take_nodes) <= limit:
+                take_edges[e] = c
+    if not take_edges and not take_nodes:
+        return None
+    out = copy.deepcopy(net)
+    fixed = out.fixed.clone()
+    for i, c in take_nodes.items():
+        fixed[edges_of[i]] = nones[0]
+        _fold(out, i, shift=c - (1.0 if net.node_kind(i) == "product" else 0.0))
+    for e, c in take_edges.items():
+        fixed[e] = nones[0]
+        if net.node_kind(sources[e][0]) == "product":
+            _fold(out, sources[e][0], scale=c)
+        else:
+            _fold(out, sources[e][0], shift=c)
+    out.fixed = fixed
+    return out
+
+
+def _fold(net: EquationGraph, i: int, shift: float = 0.0, scale: float = 1.0) -> None:
+    """Node i lost ``shift`` (node_new = node_old - shift) or a constant factor
+    ``scale`` (node_new = node_old / scale): give it back where node i is read."""
+    state = net.n_inputs + i
+    net.bias += net.weight[:, i] * shift
+    net.weight[:, i] *= scale
+    a_eff, _ = net._coefficients()
+    for e, (_, j) in enumerate(net.edge_sources()):
+        k = int(net.fixed[e])
+        if j != state or PRIMITIVES[net.primitives[k]].zero:
+            continue
+        if net.learn_b[k] > 0:
+            net.b[e, k] += a_eff[e, k] * shift
+        if net.learn_a[k] > 0:
+            net.a[e, k] *= scale
+
+
 class CandidateSelector:
     """Fits discrete graphs on the training split and scores them on the validation
-    split, caching by architecture; ``local_search`` then improves the best one by
-    single-edge changes (each edge tried with every other primitive)."""
+    split, caching by architecture (primitive per edge, then type per node);
+    ``local_search`` then improves the best one by single changes (each edge tried
+    with every other primitive, each node with every other type).
 
-    def __init__(self, make_discrete, train, valid, max_iter: int, penalty: float, inner: bool):
+    ``best()``: the lowest score, except that among the candidates whose validation
+    error is within noise of the lowest (see ``noise_band``) the one with the
+    fewest constants (``constants(graph)``, counted in its equation) wins."""
+
+    def __init__(self, make_discrete, train, valid, max_iter: int, penalty: float,
+                 noise_tolerance: float = 0.0, constants=None):
         self.make_discrete, self.train, self.valid = make_discrete, train, valid
-        self.max_iter, self.penalty, self.inner = max_iter, penalty, inner
+        self.max_iter, self.penalty = max_iter, penalty
+        self.noise_tolerance, self.constants = float(noise_tolerance), constants
         self.results: dict[tuple[int, ...], tuple[float, float, int, EquationGraph]] = {}
+        self._n_constants: dict[tuple[int, ...], int] = {}
 
     def evaluate(self, source: EquationGraph, choice: tuple[int, ...], init: EquationGraph | None = None):
         """Score of ``choice`` (coefficients from ``source``, overridden by ``init``'s
@@ -237,51 +414,128 @@ class CandidateSelector:
         cand = self.make_discrete(source, choice)
         if init is not None:
             with torch.no_grad():
-                for e, (k_new, k_old) in enumerate(zip(choice, init.fixed.tolist())):
+                for e, (k_new, k_old) in enumerate(zip(cand.fixed.tolist(), init.fixed.tolist())):
                     if k_new == k_old:
                         for name in ("a", "b", "beta"):
                             getattr(cand, name)[e, k_new] = getattr(init, name)[e, k_old]
                 cand.weight.copy_(init.weight)
                 cand.bias.copy_(init.bias)
+        least_squares_readout(cand, *self.train)
         train_loss = fit_coefficients(cand, *self.train, self.max_iter)
         if not train_loss < 1e-8:
             # The inherited coefficients can sit in a poor basin (exp(a k) fitted
-            # with a = -0.12 where a = 1 is exact); retry from the primitives'
-            # natural scale (a = 1, b = 0, read-out weights 1) and keep the better.
+            # with a = -0.12 where a = 1 is exact; a power (x + b)^k whose b < -1
+            # is 0 on all of [0, 1]); retry from the primitives' natural scale
+            # (a = 1, b = 0, k = 1; least-squares read-out) and keep the better.
             alt = self.make_discrete(source, choice)
             with torch.no_grad():
                 alt.a.fill_(1.0)
                 alt.b.zero_()
                 alt.beta.fill_(1.0)
+            least_squares_readout(alt, *self.train)
             if fit_coefficients(alt, *self.train, self.max_iter) < train_loss:
                 cand = alt
+        return self._record(choice, cand)
+
+    def _record(self, choice: tuple[int, ...], cand: EquationGraph) -> float:
+        """Score fitted ``cand`` on the validation split; keep it unless ``choice``
+        already has a better-scoring fit."""
         with torch.no_grad():
             loss = float(cand._loss(*self.valid))
-        dof = complexity(cand.primitives, choice, self.inner)
+        dof = complexity(cand)
         score = selection_score(cand, loss, self.valid[0].shape[0], dof, self.penalty)
-        self.results[choice] = (score, loss, dof, cand)
-        return score
+        if choice not in self.results or score < self.results[choice][0]:
+            self.results[choice] = (score, loss, dof, cand)
+            self._n_constants.pop(choice, None)
+        return self.results[choice][0]
+
+    def _order(self) -> list[tuple[int, ...]]:
+        return sorted(self.results, key=lambda c: (self.results[c][0], self.results[c][2]))
+
+    def noise_band(self) -> float:
+        """The validation error up to which a candidate is as good as the best:
+        max(min error, EXACT) * (1 + tol * sqrt(2 / n_val)).  sqrt(2 / n) is the
+        relative standard error of a mean square of n Gaussian residuals, so tol = 1
+        is the one-standard-error rule.  -inf (no band) for cross-entropy outputs
+        and tol = 0."""
+        first = next(iter(self.results.values()))[3]
+        if self.noise_tolerance <= 0 or self.constants is None \
+                or first.output_type in ("class", "probability_distribution"):
+            return -math.inf
+        floor = min(max(r[1], EXACT) for r in self.results.values())
+        return floor * (1 + self.noise_tolerance * math.sqrt(2 / max(self.valid[0].shape[0], 1)))
+
+    def contenders(self) -> list[tuple[int, ...]]:
+        """The lowest-scoring candidate and every candidate within the noise band."""
+        order, band = self._order(), self.noise_band()
+        return order[:1] + [c for c in order[1:] if max(self.results[c][1], EXACT) <= band]
+
+    def n_constants(self, choice: tuple[int, ...]) -> int:
+        if choice not in self._n_constants:
+            self._n_constants[choice] = self.constants(self.results[choice][3])
+        return self._n_constants[choice]
 
     def best(self) -> tuple[int, ...]:
-        return min(self.results, key=lambda c: (self.results[c][0], self.results[c][2]))
+        pool = self.contenders()
+        if len(pool) == 1:
+            return pool[0]
+        return min(pool, key=lambda c: (self.n_constants(c), self.results[c][0], self.results[c][2]))
+
+    def prune(self, sources: dict, choices) -> None:
+        """Add, for each of ``choices``, the graph without its terms that are
+        constant over the training inputs (``prune_constant_terms``), refitted
+        from the folded coefficients."""
+        for c in list(choices):
+            cand = self.results[c][3]
+            with torch.no_grad():
+                train_loss = float(cand._loss(*self.train))
+            pruned = prune_constant_terms(cand, self.train[0], max(EXACT, PRUNE_SHARE * train_loss))
+            if pruned is None:
+                continue
+            fit_coefficients(pruned, *self.train, self.max_iter)
+            new = pruned.choice()
+            self._record(new, pruned)
+            sources.setdefault(new, sources.get(c) or next(iter(sources.values())))
 
     def local_search(self, sources: dict, expansions: int) -> tuple[int, ...]:
         """Expand, best first, up to ``expansions`` not yet expanded candidates:
-        every single-edge change of one is fitted and scored.  Expanding beyond
-        the best alone matters: exp(ln x1 + ln x2) is two changes away from the
-        best 4-edge graph but one from the third best (x1 * x2, seed 3)."""
+        every single change of one (an edge's primitive or a node's type) is
+        fitted and scored.  Expanding beyond the best alone matters:
+        exp(ln x1 + ln x2) is two changes away from the best 4-edge graph but one
+        from the third best (x1 * x2, seed 3)."""
         expanded: set = set()
-        P = len(next(iter(sources.values())).primitives)
-        for _ in range(expansions):
-            order = sorted(self.results, key=lambda c: (self.results[c][0], self.results[c][2]))
-            start = next((c for c in order if c not in expanded), None)
+        net = next(iter(sources.values()))
+        E = len(net.edge_sources())
+        options = [len(net.primitives)] * E + [len(net.node_types)] * net.num_nodes
+
+        def fresh(c) -> bool:
+            # Not expanded, nor the same function as an expanded graph: x1 * f(x2),
+            # -x1 * f(x2) and 0.7 x1 * f(x2) fit to the same loss (the read-out
+            # weight takes the sign and scale), and their single changes repeat each
+            # other's, so expanding all three spent the budget on one neighbourhood.
+            loss = self.results[c][1]
+            return c not in expanded and not any(
+                c[E:] == x[E:] and abs(loss - self.results[x][1]) <= SAME_LOSS * max(loss, EXACT)
+                for x in expanded)
+
+        for r in range(expansions):
+            order = self._order()
+            start = next((c for c in order if fresh(c)), None)
+            if r == 1:
+                # Once, the best graph with other node types than the first expansion:
+                # the discrete product candidates read off a mixture are poor (the
+                # mixture, not one primitive, shaped the factor), so x1 (x2 + 0.5)^-1
+                # is one change from the best product graph but never from the best
+                # sum graph.
+                first = next(iter(expanded))[E:]
+                start = next((c for c in order if c[E:] != first), start)
             if start is None or (order[0] in expanded and self.results[order[0]][1] <= EXACT):
                 # an exact fit whose single-edge simplifications were all tried: done
                 break
             expanded.add(start)
             src = sources.get(start) or next(iter(sources.values()))
-            for e in range(len(start)):
-                for k in range(P):
+            for e, n_opt in enumerate(options):
+                for k in range(n_opt):
                     if k != start[e]:
                         choice = start[:e] + (k,) + start[e + 1:]
                         self.evaluate(src, choice, init=self.results[start][3])

@@ -57,6 +57,23 @@ def round_constants(expr, decimals: int):
     return expr.xreplace(reps)
 
 
+def count_constants(expr, decimals: int | None = None) -> int:
+    """How many numbers a reader of ``expr`` sees: its floating constants, each
+    occurrence counted (``51.0*ReLU(z) + 51.0*sin(w)`` shows 51.0 twice).  With
+    ``decimals``, as printed (after ``round_constants``); without, every constant
+    that is not 0 or +-1 to 6 significant digits (a fitted 1.0000000001 is the
+    1 that multiplies nothing).  Integers (the 2 of x**2, a sign) are structure,
+    not constants."""
+    if decimals is not None:
+        expr = round_constants(expr, decimals)
+    n = 0
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Float):
+            v = float(node)
+            n += decimals is not None or float(f"{abs(v):.6g}") not in (0.0, 1.0)
+    return n
+
+
 def render(expr, decimals: int, output_format: str) -> str:
     """``expr`` as console text or LaTeX with constants rounded to ``decimals``."""
     expr = round_constants(expr, decimals)
