@@ -83,9 +83,13 @@ def _maybe_seeds(a, space, cfg) -> int | None:
 
 
 def _profile_instead(space: str, cfg, a) -> int:
-    """--profile: time a few steps of the configured search and print the report."""
+    """--profile: time a few steps of the configured search and print the report
+    (nothing is written to --save, so an earlier search there is no obstacle)."""
+    import dataclasses
+
     from ..profile import format_report, run_profile
 
+    cfg = dataclasses.replace(cfg, overwrite=True)
     log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_report(run_profile(space, cfg, log=log)))
     return 0
@@ -116,7 +120,9 @@ def _run(space: str, a) -> int:
             print("no --data given: searching on the embedded default (Python's help texts) with "
                   f"emsize=nhid={cfg.nhid}, batch {cfg.batch_size}, bptt {cfg.bptt}, {cfg.epochs} "
                   f"epochs of {cfg.max_steps_per_epoch} steps")
-    config.set_threads(a, cpu_default_one=small)
+    threads = config.set_threads(a, small)
+    if not a.quiet:
+        print(f"threads: {threads}")
     if a.profile:
         return _profile_instead(space, cfg, a)
     if space == "cnn":

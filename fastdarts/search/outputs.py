@@ -12,8 +12,19 @@ import sys
 import torch
 
 from .. import distributed
+from ..config import refuse_overwrite
 from ..loop.engine import Callback
 from ..space import genotypes as G
+
+
+def check_save_dir(cfg) -> None:
+    """A new search (no --resume) into a directory that holds an earlier search's
+    results (its checkpoint or final genotype) is refused unless --overwrite: the
+    search would replace genotype.json, genotypes.jsonl and the pictures.  Checked
+    before anything is written."""
+    if not cfg.resume and not cfg.overwrite:
+        refuse_overwrite(cfg.save, ("checkpoint.pt", "genotype.json"), "search",
+                         f"--resume {os.path.join(cfg.save, 'checkpoint.pt')}")
 
 
 class GenotypeLog(Callback):

@@ -44,13 +44,15 @@ def run_train_cnn(a) -> int:
     _check_genotype(a, "cnn")
     small = a.data is None
     cfg = config.from_args(CNNTrainConfig, a, small=small, device=config.device_of(a))
-    config.set_threads(a, cpu_default_one=False)
+    threads = config.set_threads(a, small)
     rank = _rank(cfg.device)
     if small and not a.quiet and rank == 0:
         size = 32 if cfg.auxiliary else 16
         print(f"no --data given: training on the embedded default (scikit-learn digits, {size}x{size}, "
               f"80% train / 20% held out) with C={cfg.init_channels}, {cfg.layers} layers, batch "
               f"{cfg.batch_size}, {cfg.epochs} epochs, auxiliary {'on' if cfg.auxiliary else 'off'}")
+    if not a.quiet and rank == 0:
+        print(f"threads: {threads}")
     engine = train_cnn(cfg)
     if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
         return 0
@@ -79,12 +81,14 @@ def run_train_rnn(a) -> int:
     save = a.save or config.defaults(RNNTrainConfig)["save"]
     resume = a.resume or (os.path.join(save, "checkpoint.pt") if a.continue_train else None)
     cfg = config.from_args(RNNTrainConfig, a, small=small, device=config.device_of(a), resume=resume)
-    config.set_threads(a, cpu_default_one=False)
+    threads = config.set_threads(a, small)
     rank = _rank(cfg.device)
     if small and not a.quiet and rank == 0:
         print("no --data given: training on the embedded default (Python's help texts) with "
               f"emsize=nhid={cfg.nhid}, batch {cfg.batch_size}, bptt {cfg.bptt}, {cfg.epochs} epochs "
               f"of {cfg.max_steps_per_epoch} steps")
+    if not a.quiet and rank == 0:
+        print(f"threads: {threads}")
     engine = train_rnn(cfg)
     if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
         return 0
