@@ -12,7 +12,6 @@ that adds its parser to the ``search`` subparsers and sets ``run=fn(args) -> exi
 
 from __future__ import annotations
 
-import os
 import sys
 
 from .. import config
@@ -95,13 +94,6 @@ def _profile_instead(space: str, cfg, a) -> int:
     return 0
 
 
-def _listing(save: str) -> str:
-    try:
-        return ", ".join(sorted(n for n in os.listdir(save) if not n.startswith(".")))
-    except OSError:
-        return "nothing written"
-
-
 def _run(space: str, a) -> int:
     cfg = cnn_config(a) if space == "cnn" else rnn_config(a)
     multi = _maybe_seeds(a, space, cfg)
@@ -132,8 +124,12 @@ def _run(space: str, a) -> int:
     engine = search(cfg, callbacks=[SearchCost(quiet=a.quiet)])
     if world()[0] != 0:  # ranks are checked identical (check_in_sync); rank 0 reports
         return 0
-    print(f"genotype = {engine.genotype}")
-    print(f"outputs in {cfg.save}/ ({_listing(cfg.save)}); wall time {engine.wall_seconds:.1f} s")
+    if a.quiet:
+        print(f"genotype = {engine.genotype}")
+        return 0
+    from .outputs import summary
+
+    print(summary(engine, cfg.save, space))
     return 0
 
 

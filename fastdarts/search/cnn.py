@@ -191,6 +191,7 @@ def build(cfg: CNNSearchConfig, callbacks=()):
                          if k not in ("resume", "overwrite", "quiet", "report_freq", "save", "device",
                                       "epochs")}
     engine.config_key["data"] = data.name
+    engine.num_classes = data.num_classes  # the summary's chance level
     if world_size > 1:  # the shards, hence the search, depend on it
         engine.config_key["world_size"] = world_size
     if cfg.resume:

@@ -199,3 +199,53 @@ class AlphaPlot(Callback):
         fig.tight_layout(rect=(0, 0.03, 1, 0.98))
         fig.savefig(os.path.join(self.save_dir, "alphas.png"), dpi=80)
         plt.close(fig)
+
+
+# what each output is and how to look at it, for the summary a search ends with
+_VIEW = {
+    "genotype.json": "the final genotype; train it: fastdarts train {space} --arch {path}",
+    "genotypes.jsonl": "the genotype after each epoch, one JSON line each",
+    "alphas.png": "softmax(alpha) of every edge over the epochs; open it in an image viewer",
+    "normal.png": "the normal cell (normal.svg, normal.dot alongside)",
+    "reduce.png": "the reduction cell (reduce.svg, reduce.dot alongside)",
+    "recurrent.png": "the recurrent cell (recurrent.svg, recurrent.dot alongside)",
+    "checkpoint.pt": "resume or extend: fastdarts search {space} --resume {path} --epochs N",
+    "tb": "TensorBoard scalars: tensorboard --logdir {path}",
+}
+
+
+def summary(engine, save: str, space: str) -> str:
+    """The lines a search ends with: steps and time per step, the final validation
+    metric and how far softmax(alpha) moved from uniform, the genotype, and each output
+    with what it is and how to view it (DOT cells without ``dot``: how to render them)."""
+    history = engine.history
+    run_epochs = [r for r in history if r["epoch"] >= engine.start_epoch]
+    seconds = sum(r.get("seconds", 0.0) for r in run_epochs)
+    done = max(len(run_epochs) * getattr(engine, "steps_per_epoch", 1), 1)
+    lines = [f"summary: {len(history)} epochs x {getattr(engine, 'steps_per_epoch', '?')} steps, "
+             f"{engine.wall_seconds:.1f} s wall; {seconds / done:.3f} s per step (validation included)"]
+    if history:
+        last = history[-1]
+        metric = next((f"{k}={last[k]:.4f}" for k in ("valid_acc", "valid_ppl") if k in last), None)
+        probs = [p for rows in last["alphas"].values() for row in rows for p in row]
+        n_ops = len(next(iter(last["alphas"].values()))[0])
+        if metric:
+            classes = getattr(engine, "num_classes", None)
+            chance = f" (chance {1 / classes:.2f})" if classes and "valid_acc" in last else ""
+            lines.append(f"final {metric}{chance}; softmax(alpha) spans {min(probs):.3f} to "
+                         f"{max(probs):.3f} (uniform {1 / n_ops:.3f})")
+    lines.append(f"genotype = {engine.genotype}")
+    lines.append(f"outputs in {save}/:")
+    for name, text in _VIEW.items():
+        path = os.path.join(save, name)
+        if os.path.exists(path):
+            lines.append(f"  {path}: {text.format(space=space, path=path)}")
+    dots = [n for n in ("normal.dot", "reduce.dot", "recurrent.dot")
+            if os.path.exists(os.path.join(save, n))
+            and not os.path.exists(os.path.join(save, n[:-4] + ".png"))]
+    if dots:
+        first = os.path.join(save, dots[0])
+        lines.append(f"  {', '.join(os.path.join(save, d) for d in dots)}: the cells as Graphviz DOT (no "
+                     f"PNG: graphviz's dot is not installed; with it: dot -Tpng {first} -o "
+                     f"{first[:-4]}.png)")
+    return "\n".join(lines)
