@@ -172,7 +172,7 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     cbs = [loop_cb.CosineLR(cfg.learning_rate, cfg.learning_rate_min, cfg.epochs),
            cb.ArchitectureUpdate(), loop_cb.TrainMetrics(), loop_cb.Validation(evaluate),
            cb.Logger(cfg.report_freq, quiet=cfg.quiet), outputs.GenotypeLog(cfg.save),
-           outputs.CellDrawing(cfg.save), outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
+           outputs.CellDrawing(cfg.save, quiet=cfg.quiet), outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
            loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
     if fused_step is None and cfg.grad_clip:
         cbs.append(loop_cb.GradClip(cfg.grad_clip))

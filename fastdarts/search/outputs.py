@@ -3,6 +3,7 @@ as Graphviz DOT (PNG and SVG when ``dot`` is installed), and ``alphas.png``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -114,8 +115,9 @@ class CellDrawing(Callback):
 
     order = 40
 
-    def __init__(self, save_dir: str):
+    def __init__(self, save_dir: str, quiet: bool = False):
         self.save_dir = save_dir
+        self.quiet = quiet
 
     def search_end(self, e):
         if not distributed.is_rank0():
@@ -126,6 +128,11 @@ class CellDrawing(Callback):
         else:
             texts = {"recurrent": rnn_genotype_dot(genotype)}
         dot = shutil.which("dot")
+        if not dot and not self.quiet:
+            print(f"info: {', '.join(texts)} cells written as DOT only: graphviz's dot is not installed "
+                  f"(apt install graphviz, or conda install graphviz); then dot -Tpng "
+                  f"{os.path.join(self.save_dir, next(iter(texts)))}.dot -o "
+                  f"{os.path.join(self.save_dir, next(iter(texts)))}.png", file=sys.stderr)
         os.makedirs(self.save_dir, exist_ok=True)
         for kind, text in texts.items():
             path = os.path.join(self.save_dir, f"{kind}.dot")
@@ -149,15 +156,18 @@ def edge_names(kind: str, n_edges: int) -> list[str]:
 
 
 class AlphaPlot(Callback):
-    """<save>/alphas.png: softmax(alpha) over the epochs, one small panel per edge (a
-    grid per cell kind) with one line per op (needs matplotlib; otherwise one info line)."""
+    """<save>/alphas.png: softmax(alpha) as heatmaps of edges (rows) by ops (columns),
+    one row of panels per cell kind at the first, middle and last epoch, all on one
+    colour scale (0 to the largest probability) with the values written in the last
+    panel and the leading op of each edge outlined.  One scale is the point: per-panel
+    axes over 0.124..0.126 made noise look like a decision (needs matplotlib;
+    otherwise one info line)."""
 
     order = 50
 
-    def __init__(self, save_dir: str, quiet: bool = False, cols: int = 7):
+    def __init__(self, save_dir: str, quiet: bool = False):
         self.save_dir = save_dir
         self.quiet = quiet
-        self.cols = cols
 
     def search_end(self, e):
         if not distributed.is_rank0() or not e.history:
@@ -167,7 +177,7 @@ class AlphaPlot(Callback):
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-            from matplotlib.ticker import MaxNLocator
+            from matplotlib.patches import Rectangle
         except ImportError:
             if not self.quiet:
                 print("info: alphas.png not written: matplotlib is not installed "
@@ -175,29 +185,32 @@ class AlphaPlot(Callback):
             return
         kinds = list(e.history[0]["alphas"])
         prims = G.PRIMITIVES if "normal" in kinds else G.RNN_PRIMITIVES
-        epochs = [r["epoch"] + 1 for r in e.history]
+        n = len(e.history)
+        shown = sorted({0, n // 2, n - 1})  # first, middle and last epoch (fewer when short)
         series = {k: torch.tensor([r["alphas"][k] for r in e.history]) for k in kinds}  # [ep, edges, ops]
-        rows = {k: -(-series[k].shape[1] // self.cols) for k in kinds}
-        fig, axes = plt.subplots(sum(rows.values()), self.cols, squeeze=False, sharex=True,
-                                 figsize=(2.2 * self.cols, 1.8 * sum(rows.values()) + 0.6))
-        r0 = 0
-        for kind in kinds:
+        top = max(float(s.max()) for s in series.values())
+        n_edges = max(s.shape[1] for s in series.values())
+        fig, axes = plt.subplots(len(kinds), len(shown), squeeze=False,
+                                 figsize=(3.4 * len(shown) + 1.2, 0.28 * n_edges * len(kinds) + 1.6))
+        for r, kind in enumerate(kinds):
             names = edge_names(kind, series[kind].shape[1])
-            for edge in range(rows[kind] * self.cols):
-                ax = axes[r0 + edge // self.cols, edge % self.cols]
-                if edge >= len(names):
-                    ax.axis("off")
-                    continue
-                for k in range(len(prims)):
-                    ax.plot(epochs, series[kind][:, edge, k].tolist(), lw=1)
-                ax.set_title(f"{kind} {names[edge]}", fontsize=7)
-                ax.tick_params(labelsize=6)
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            r0 += rows[kind]
-        fig.legend(prims, loc="lower center", ncol=len(prims), fontsize=7)
-        fig.suptitle("softmax(alpha) per edge over the epochs", fontsize=9)
-        fig.tight_layout(rect=(0, 0.03, 1, 0.98))
-        fig.savefig(os.path.join(self.save_dir, "alphas.png"), dpi=80)
+            for c, ep in enumerate(shown):
+                ax = axes[r, c]
+                grid = series[kind][ep]
+                image = ax.imshow(grid.numpy(), vmin=0.0, vmax=top, cmap="viridis", aspect="auto")
+                ax.set_xticks(range(len(prims)), prims, rotation=60, ha="right", fontsize=6)
+                ax.set_yticks(range(len(names)), names if c == 0 else [""] * len(names), fontsize=6)
+                ax.set_title(f"{kind}, epoch {e.history[ep]['epoch'] + 1}", fontsize=8)
+                for edge, k in enumerate(grid.argmax(1).tolist()):
+                    ax.add_patch(Rectangle((k - 0.5, edge - 0.5), 1, 1, fill=False, ec="red", lw=1))
+                if ep == n - 1:
+                    for (edge, k), p in zip(itertools.product(*map(range, grid.shape)), grid.flatten()):
+                        ax.text(k, edge, f"{p:.2f}", ha="center", va="center", fontsize=4.5,
+                                color="black" if p > 0.6 * top else "white")
+        fig.colorbar(image, ax=axes, shrink=0.8, label=f"softmax(alpha); uniform = {1 / len(prims):.3f}")
+        fig.suptitle("softmax(alpha): edges x ops, one colour scale (red: the leading op of each edge)",
+                     fontsize=9)
+        fig.savefig(os.path.join(self.save_dir, "alphas.png"), dpi=110, bbox_inches="tight")
         plt.close(fig)
 
 

@@ -234,7 +234,8 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [HiddenStates(), SequenceLengthLR(), RNNArchitectureUpdate(), RNNTrainMetrics(),
            RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),
-           outputs.GenotypeLog(cfg.save), outputs.CellDrawing(cfg.save), outputs.AlphaPlot(cfg.save),
+           outputs.GenotypeLog(cfg.save), outputs.CellDrawing(cfg.save, quiet=cfg.quiet),
+           outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
            loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
     if fused_step is None:
         cbs.insert(4, loop_cb.GradClip(cfg.clip))
