@@ -190,7 +190,7 @@ class AlphaPlot(Callback):
         series = {k: torch.tensor([r["alphas"][k] for r in e.history]) for k in kinds}  # [ep, edges, ops]
         top = max(float(s.max()) for s in series.values())
         n_edges = max(s.shape[1] for s in series.values())
-        fig, axes = plt.subplots(len(kinds), len(shown), squeeze=False,
+        fig, axes = plt.subplots(len(kinds), len(shown), squeeze=False, layout="constrained",
                                  figsize=(3.4 * len(shown) + 1.2, 0.28 * n_edges * len(kinds) + 1.6))
         for r, kind in enumerate(kinds):
             names = edge_names(kind, series[kind].shape[1])
@@ -202,6 +202,8 @@ class AlphaPlot(Callback):
                 ax.set_yticks(range(len(names)), names if c == 0 else [""] * len(names), fontsize=6)
                 ax.set_title(f"{kind}, epoch {e.history[ep]['epoch'] + 1}", fontsize=8)
                 for edge, k in enumerate(grid.argmax(1).tolist()):
+                    if float(grid[edge].max() - grid[edge].min()) < 1e-3:
+                        continue  # a flat row has no leader to show
                     ax.add_patch(Rectangle((k - 0.5, edge - 0.5), 1, 1, fill=False, ec="red", lw=1))
                 if ep == n - 1:
                     for (edge, k), p in zip(itertools.product(*map(range, grid.shape)), grid.flatten()):
