@@ -346,7 +346,7 @@ def test_cli_train_and_test_cnn(tmp_path, capsys):
     rc = cli.main(["test", "cnn", "--checkpoint", f"{save}/checkpoint.pt"])
     out = capsys.readouterr().out
     assert rc == 0 and "test_acc" in out and "360 images of digits16-heldout" in out
-    assert "param size =" in out
+    assert "parameters =" in out
 
 
 def test_cli_train_and_test_rnn(tmp_path, capsys):

@@ -57,7 +57,8 @@ def run_train_cnn(a) -> int:
     if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
         return 0
     last = engine.history[-1] if engine.history else {}
-    print(f"param size = {engine.params_M:.6f} MB; final test_acc "
+    # the original printed "param size = ... MB": it counts millions of parameters, not bytes
+    print(f"parameters = {engine.params_M:.6f} M (auxiliary head excluded); final test_acc "
           f"{100 * last.get('test_acc', float('nan')):.2f}%; wall time {engine.wall_seconds:.1f} s")
     print(f"checkpoint: {os.path.join(cfg.save, 'checkpoint.pt')} "
           f"(fastdarts test cnn --checkpoint {os.path.join(cfg.save, 'checkpoint.pt')})")
@@ -92,7 +93,7 @@ def run_train_rnn(a) -> int:
     engine = train_rnn(cfg)
     if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
         return 0
-    print(f"param size: {engine.params_M:.6f} M; test loss {engine.test_loss:.4f} | "
+    print(f"parameters = {engine.params_M:.6f} M; test loss {engine.test_loss:.4f} | "
           f"test ppl {engine.test_ppl:.2f} (best model, test batch {cfg.test_batch_size}); "
           f"wall time {engine.wall_seconds:.1f} s")
     print(f"outputs in {cfg.save}/ (checkpoint.pt, best.pt)")
@@ -103,7 +104,7 @@ def run_test_cnn(a) -> int:
     from .cnn import test_cnn
 
     r = test_cnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size)
-    print(f"param size = {r['params_M']:.6f} MB")
+    print(f"parameters = {r['params_M']:.6f} M (auxiliary head excluded)")
     print(f"test_acc {100 * r['test_acc']:.2f}% ({r['n']} images of {r['data']}); "
           f"test_loss {r['test_loss']:.4f}")
     return 0
@@ -113,7 +114,7 @@ def run_test_rnn(a) -> int:
     from .rnn import test_rnn
 
     r = test_rnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size, bptt=a.bptt)
-    print(f"param size: {r['params_M']:.6f} M")
+    print(f"parameters = {r['params_M']:.6f} M")
     print(f"test loss {r['test_loss']:.4f} | test ppl {r['test_ppl']:.2f} ({r['n_tokens']} tokens)")
     return 0
 
