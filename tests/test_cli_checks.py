@@ -101,8 +101,9 @@ def test_a_finished_search_is_not_replaced_unasked(tmp_path, capsys):
     before = {p: (save / p).read_bytes() for p in ("genotype.json", "genotypes.jsonl", "checkpoint.pt")}
     capsys.readouterr()
     rc = cli.main(["search", "cnn", *TINY, *once, "--seed", "5", "--save", str(save)])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1, err
+    out, err = capsys.readouterr()
+    err = err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and out == "", (out, err)
     assert f"--resume {save}/checkpoint.pt" in err and "--save DIR" in err and "--overwrite" in err
     assert {p: (save / p).read_bytes() for p in before} == before  # untouched
     # asked explicitly: replaced

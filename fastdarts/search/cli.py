@@ -103,6 +103,10 @@ def _run(space: str, a) -> int:
     from ..profile.cost import SearchCost
 
     small = a.data is None
+    if not a.profile:  # refuse to replace an earlier search before printing anything
+        from .outputs import check_save_dir
+
+        check_save_dir(cfg)
     if small and not a.quiet:
         if space == "cnn":
             print("no --data given: searching on the embedded default (scikit-learn digits, 16x16) "

@@ -36,7 +36,7 @@ class CNNSearchConfig:
     momentum: float = setting(0.9, "weight momentum", bounds="[0, 1)")
     weight_decay: float = setting(3e-4, "weight decay", bounds="[0, inf)")
     report_freq: int = setting(50, "steps between progress lines", bounds="[0, inf)")
-    epochs: int = setting(50, "search epochs", small=3, bounds="[1, inf)")
+    epochs: int = setting(50, "search epochs", small=6, bounds="[1, inf)")
     init_channels: int = setting(16, "channels of the first cell", small=4, bounds="[1, inf)")
     layers: int = setting(8, "cells in the network", small=3, bounds="[1, inf)")
     save: str = setting("search-cnn", "output directory")
@@ -45,7 +45,10 @@ class CNNSearchConfig:
     train_portion: float = setting(0.5, "share of the training set for the weights (the rest "
                                    "trains the architecture)", bounds="(0, 1)")
     unrolled: bool = setting(False, "second-order architecture gradient")
-    arch_learning_rate: float = setting(3e-4, "architecture learning rate (Adam)", bounds="[0, inf)")
+    # small: 100x the original's, so that the demo's 90 architecture steps move
+    # softmax(alpha) visibly (at 3e-4, 42 steps left it within 0.123..0.127)
+    arch_learning_rate: float = setting(3e-4, "architecture learning rate (Adam)", small=3e-2,
+                                        bounds="[0, inf)")
     arch_weight_decay: float = setting(1e-3, "architecture weight decay", bounds="[0, inf)")
     impl: str = setting("fused", "fused (fastdarts.nn + fastdarts.Architect) or the reference port",
                         choices=("fused", "reference"))
