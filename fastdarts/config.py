@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import MISSING, field, fields
 from typing import Any
 
@@ -30,13 +31,90 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, help: str = "", *, small: Any = MISSING, flags: tuple[str, ...] = (),
-            choices: tuple | None = None, cli: bool = True, metavar: str | None = None):
+            choices: tuple | None = None, cli: bool = True, metavar: str | None = None,
+            bounds: str | None = None, also: tuple = ()):
     """A config field: ``default`` (the original's), ``small`` (on the embedded
     dataset, if different), ``help``, extra flag names (``flags``, e.g. the
-    original's spelling), ``choices``; ``cli=False`` for API-only fields."""
+    original's spelling), ``choices``; ``cli=False`` for API-only fields.
+    ``bounds``: the values a number may take, as an interval ("[1, inf)", "(0, 1)"),
+    ``also``: values allowed outside it (e.g. -1 meaning "off"); checked by
+    :func:`validate` before anything runs, so a range is written once, here."""
+    if bounds is not None:
+        parse_bounds(bounds)  # a typo in a declaration fails at import, not at a user's run
     meta = {"help": help, "small": small, "flags": flags, "choices": choices, "cli": cli,
-            "metavar": metavar}
+            "metavar": metavar, "bounds": bounds, "also": also}
     return field(default=default, metadata=meta)
+
+
+def parse_bounds(text: str) -> tuple[float, bool, float, bool]:
+    """"[1, inf)" -> (1.0, True, inf, False): low, low included, high, high included."""
+    text = text.strip()
+    if len(text) < 5 or text[0] not in "[(" or text[-1] not in "])" or "," not in text:
+        raise ValueError(f"bounds must read like '[1, inf)' or '(0, 1)', got {text!r}")
+    low, high = (float(v) for v in text[1:-1].split(","))
+    return low, text[0] == "[", high, text[-1] == "]"
+
+
+def _num(v: float) -> str:
+    return f"{int(v)}" if float(v).is_integer() else f"{v:g}"
+
+
+def bounds_text(text: str) -> str:
+    """What a flag must be, in words: '>= 1', '> 0 and < 1'."""
+    low, low_in, high, high_in = parse_bounds(text)
+    parts = []
+    if low != -math.inf:
+        parts.append(f"{'>=' if low_in else '>'} {_num(low)}")
+    if high != math.inf:
+        parts.append(f"{'<=' if high_in else '<'} {_num(high)}")
+    return " and ".join(parts)
+
+
+def check_value(flag: str, value: Any, bounds: str | None, also: tuple = ()) -> None:
+    """ConfigError naming ``flag`` when the number ``value`` lies outside ``bounds``."""
+    if bounds is None or value is None or isinstance(value, bool) or value in also:
+        return
+    low, low_in, high, high_in = parse_bounds(bounds)
+    ok = (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
+    if not ok or value != value:  # value != value: NaN, which no comparison rejects
+        extra = f" (or {', '.join(map(_num, also))})" if also else ""
+        raise ConfigError(f"{flag} must be {bounds_text(bounds)}{extra}, got {value}")
+
+
+def validate(cfg) -> None:
+    """Check every bounded number of the config ``cfg`` and its device (ConfigError,
+    one line naming the flag): a bad value stops the run before any file is touched."""
+    for f in fields(cfg):
+        check_value(f"--{f.name}", getattr(cfg, f.name), f.metadata.get("bounds"),
+                    f.metadata.get("also", ()))
+    if any(f.name == "device" for f in fields(cfg)):
+        check_device(cfg.device)
+
+
+def check_device(device: Any, flag: str | None = None) -> None:
+    """ConfigError for a device that this torch cannot use: not a device string, a
+    device type other than cpu/cuda, CUDA on a build or machine without it, a GPU
+    index beyond those present.  None (the default: cuda if available) passes."""
+    if device is None:
+        return
+    import torch
+
+    flag = flag or f"--device {device}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{flag}: not a device; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{flag}: fastdarts runs on cpu or cuda devices, not {dev.type}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ConfigError(f"{flag}: {why} (torch {torch.__version__}); use --device cpu "
+                              "or leave --device out")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{flag}: only {torch.cuda.device_count()} CUDA device(s) "
+                              f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
 
 
 def _base_type(f: dataclasses.Field) -> type:
@@ -81,6 +159,8 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls, *, skip: tuple[str, ..
             kwargs["choices"] = meta["choices"]
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
+        if meta.get("bounds"):
+            kwargs["help"] += f"; {bounds_text(meta['bounds'])}"
         parser.add_argument(*names, **kwargs)
 
 
@@ -104,7 +184,9 @@ def from_args(cls, args: argparse.Namespace, *, small: bool, **overrides):
         if f.metadata.get("cli", True) and given is not None:
             values[f.name] = given
     values.update(overrides)
-    return cls(**values)
+    cfg = cls(**values)
+    validate(cfg)
+    return cfg
 
 
 # -- flags that every command shares -------------------------------------------------
@@ -117,10 +199,41 @@ def add_run_flags(parser, *, backend: bool = True, gpu: bool = True) -> None:
         parser.add_argument("--backend", default=None, choices=BACKEND_CHOICES,
                             help="kernel backend for the fused ops (default: auto)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's; 1 for the embedded default "
-                             "on a CPU)")
+                        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else 1 for the "
+                             "embedded default on a CPU, else one per core)")
     if gpu:
         parser.add_argument("--gpu", type=int, default=None, help="GPU index (the original's flag)")
+
+
+# flags outside the configs (how a command runs): their ranges, checked by check_run_flags
+RUN_FLAG_BOUNDS = {"threads": "[1, inf)", "gpu": "[0, inf)", "seeds": "[1, inf)", "per_gpu": "[1, inf)",
+                   "warmup": "[0, inf)", "steps": "[1, inf)"}
+TEST_FLAG_BOUNDS = {"batch_size": "[1, inf)", "bptt": "[2, inf)"}
+
+
+def check_run_flags(args: argparse.Namespace, test: bool = False) -> None:
+    """ConfigError for a run flag out of range (--threads 0, --gpu -1, ...) or a device
+    this torch cannot use; ``test``: also the test command's --batch_size and --bptt
+    (the other commands' come from their configs)."""
+    table = {**RUN_FLAG_BOUNDS, **(TEST_FLAG_BOUNDS if test else {})}
+    for name, bounds in table.items():
+        check_value(f"--{name}", getattr(args, name, None), bounds)
+    gpu = getattr(args, "gpu", None)
+    given = getattr(args, "device", None)
+    check_device(device_of(args), None if given or gpu is None else f"--gpu {gpu}")
+
+
+def refuse_overwrite(save: str, markers: tuple[str, ...], what: str, resume_flag: str) -> None:
+    """ConfigError when ``save`` holds the results of an earlier run (any of
+    ``markers``): a new run would replace them.  The message offers the three ways
+    on: continue that run (``resume_flag``), another --save, or --overwrite."""
+    import os
+
+    found = [m for m in markers if os.path.isfile(os.path.join(save, m))]
+    if found:
+        raise ConfigError(f"{save}/ holds the results of an earlier {what} ({', '.join(found)}); "
+                          f"continue it with {resume_flag}, write elsewhere with --save DIR, or "
+                          "replace them with --overwrite")
 
 
 def device_of(args: argparse.Namespace) -> str | None:
@@ -131,24 +244,38 @@ def device_of(args: argparse.Namespace) -> str | None:
     return f"cuda:{gpu}" if gpu is not None else None
 
 
-def set_threads(args: argparse.Namespace, cpu_default_one: bool) -> None:
-    """--threads, else 1 thread for the tiny embedded-default runs on a CPU.
+def set_threads(args: argparse.Namespace, small: bool) -> str:
+    """The one thread policy of every command (search, train, profile): --threads N
+    when given; else OMP_NUM_THREADS when set (torch already follows it); else, for a
+    run on the embedded default (``small``) on a CPU, 1 thread; else torch's default
+    (one per core).  Sets torch's intra-op threads and returns what the command
+    reports, e.g. "1 thread (the embedded default on a CPU; --threads N to change)".
 
-    Why: at C=4 on 16x16 images each conv is ~0.2 ms of work, and OpenMP threads that
-    wait on a busy core cost far more than they save.  The whole default search on a
-    2-core VM, measured: idle, 62 s on 1 thread vs 45 s on 2; beside other jobs,
-    65 s vs 245 s (one depthwise conv 0.3 ms vs 35 ms).  A predictable minute wins
-    for a demo default; ``--threads 2`` is faster on an idle machine."""
+    Why 1 for the embedded default: at C=4 on 16x16 images each conv is ~0.2 ms of
+    work, and OpenMP threads that wait on a busy core cost far more than they save.
+    The whole default search on a 2-core VM, measured: idle, 62 s on 1 thread vs 45 s
+    on 2; beside other jobs, 65 s vs 245 s (one depthwise conv 0.3 ms vs 35 ms); the
+    issue-17 report saw the same on training (164 s beside other jobs vs 8 s idle)
+    and profiling.  A predictable run wins for a demo; ``--threads 2`` is faster on an
+    idle machine.  A full-size run (--data) keeps torch's default."""
     import os
 
     import torch
 
     device = device_of(args)
+    on_cpu = device is None and not torch.cuda.is_available() or (device or "").startswith("cpu")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    elif cpu_default_one and "OMP_NUM_THREADS" not in os.environ and not torch.cuda.is_available() \
-            and (device is None or device.startswith("cpu")):
+        why = "--threads"
+    elif "OMP_NUM_THREADS" in os.environ:
+        why = "OMP_NUM_THREADS"
+    elif small and on_cpu:
         torch.set_num_threads(1)
+        why = "the embedded default on a CPU; --threads N to change"
+    else:
+        why = "torch's default, one per core; --threads N to change"
+    n = torch.get_num_threads()
+    return f"{n} CPU thread{'s' if n != 1 else ''} ({why})"
 
 
 def check_channels_last(channels_last: bool, device) -> None:

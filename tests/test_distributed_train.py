@@ -312,7 +312,7 @@ def test_torchrun_train_cnn(tmp_path):
     out = _torchrun(["train", "cnn", "--genotype", "DARTS_V1", "--save", str(save), "--epochs", "1",
                      "--max_steps_per_epoch", "2", "--init_channels", "4", "--layers", "3",
                      "--batch_size", "16"], tmp_path)
-    assert out.count("param size =") == 1 and out.count("no --data given") == 1  # rank 0 reports
+    assert out.count("parameters =") == 1 and out.count("no --data given") == 1  # rank 0 reports
     assert out.count("epoch 1/1") == 1 and "(2 ranks, each its shard of the data)" in out
     assert sorted(os.listdir(save)) == ["checkpoint.pt"]  # atomic, no temporary left
     ckpt = torch.load(save / "checkpoint.pt", weights_only=False)

@@ -140,10 +140,10 @@ def test_logger_lines_history_and_quiet():
                     callbacks=[loop_cb.TrainMetrics(), loop_cb.Validation(tiny_parts()[5]),
                                cb.Logger(report_freq=1, stream=out)]).run()
     text = out.getvalue()
-    assert "epoch 1/2 lr 0.02500 train_loss" in text and "epoch 2/2 lr 0.01300" in text
+    assert "epoch 1/2 lr=0.02500 train_loss=" in text and "epoch 2/2 lr=0.01300" in text
     assert "valid_acc" in text and "genotype = Genotype(" in text
     assert "softmax(alpha_normal)" in text and "softmax(alpha_reduce)" in text
-    assert text.count("train 000 loss") == 2 and text.count("train 001 loss") == 2
+    assert text.count("train step=000 loss=") == 2 and text.count("train step=001 loss=") == 2
     assert "\r" not in text  # not a terminal: no progress bar
     row = e.history[-1]
     assert {"epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "genotype",

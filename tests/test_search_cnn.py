@@ -170,10 +170,13 @@ def test_model_classes_and_the_fallback_to_the_reference(monkeypatch):
         assert model_classes("cnn", "fused") == (ref_cnn.Network, ref_cnn.Architect)
 
 
-def test_a_fresh_search_over_old_outputs_says_so(tmp_path, capsys):
+def test_a_fresh_search_over_old_outputs_is_refused_unless_overwrite(tmp_path):
+    from fastdarts.config import ConfigError
+
     search_cnn(_cfg(tmp_path, epochs=1, max_steps_per_epoch=1))
-    build(_cfg(tmp_path, epochs=1, quiet=False))
-    assert "holds the outputs of an earlier search" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="holds the results of an earlier search"):
+        build(_cfg(tmp_path, epochs=1, quiet=False))
+    build(_cfg(tmp_path, epochs=1, overwrite=True))
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -351,7 +351,7 @@ def test_cli_train_and_test_cnn(tmp_path, capsys):
     rc = cli.main(["test", "cnn", "--checkpoint", f"{save}/checkpoint.pt"])
     out = capsys.readouterr().out
     assert rc == 0 and "test_acc" in out and "360 images of digits16-heldout" in out
-    assert "param size =" in out
+    assert "parameters =" in out
 
     # a checkpoint of an older fastdarts (numpy's RNG state an ndarray): refused by test
     # and train --resume in one line that names the opt-in, loaded with it

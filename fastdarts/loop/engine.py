@@ -121,5 +121,11 @@ class Engine:
                     raise CancelSearch
         except CancelSearch:
             self.stopped = True
+        except KeyboardInterrupt as exc:
+            # the command line turns Ctrl-C into one line saying where the run stopped;
+            # it needs the engine, which only this frame holds
+            exc.engine = self
+            self.stopped = True
+            raise
         self.fire("search_end")
         return self

@@ -47,27 +47,26 @@ def add_parser(top) -> None:
 
 def cnn_config(a):
     """The CNNSearchConfig that ``fastdarts search cnn`` builds from the same flags."""
-    return dataclasses.replace(search_cli.cnn_config(a), quiet=True)
+    return dataclasses.replace(search_cli.cnn_config(a), quiet=True, overwrite=True)  # writes nothing
 
 
 def rnn_config(a):
     """The RNNSearchConfig that ``fastdarts search rnn`` builds from the same flags."""
-    return dataclasses.replace(search_cli.rnn_config(a), quiet=True)
+    return dataclasses.replace(search_cli.rnn_config(a), quiet=True, overwrite=True)
 
 
 def _run(space: str, a) -> int:
     from .profiler import check_schema, format_report, run_profile, write_png
 
-    if a.steps < 1 or a.warmup < 0:
-        print("fastdarts profile: error: --steps must be >= 1 and --warmup >= 0", file=sys.stderr)
-        return 2
-    config.set_threads(a, cpu_default_one=False)
+    threads = config.set_threads(a, a.data is None)  # the policy of search and train
     tmp = None
     if a.save is None:  # the build creates its save directory; nothing is written there
         tmp = a.save = tempfile.mkdtemp(prefix="fastdarts-profile-")
     try:
         cfg = cnn_config(a) if space == "cnn" else rnn_config(a)
         log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if log:
+            log(f"threads: {threads}")
         report = run_profile(space, cfg, warmup=a.warmup, steps=a.steps, compare=a.compare,
                              ops=not a.no_ops, log=log)
     finally:

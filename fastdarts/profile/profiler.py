@@ -549,9 +549,10 @@ def write_png(report: dict, path: str) -> bool:
     ax.set_ylabel("ms per search step (median)")
     ax.set_title(f"{report['space']} search, {report['order']} order, {report['device']['name']}",
                  fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    # beside the axes, not on them: inside, "upper right" covered the tallest bar
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return True
 

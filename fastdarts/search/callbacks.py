@@ -15,6 +15,7 @@ from ..loop.callbacks import TrainMetrics
 from ..loop.engine import Callback
 from ..loop.progress import progress_bar
 from ..space import genotypes as G
+from .outputs import edge_names
 
 
 class ArchitectureUpdate(Callback):
@@ -51,13 +52,36 @@ def softmax_alphas(model) -> dict:
             for k, a in zip(names, model.arch_parameters())}
 
 
+def short_op(name: str) -> str:
+    """A column header for an op: sep_conv_3x3 -> sep3x3, max_pool_3x3 -> max3x3,
+    skip_connect -> skip (the log's alpha table stays within ~90 columns)."""
+    return name.replace("_conv_", "").replace("_pool_", "").replace("_connect", "")
+
+
 def format_alphas(model, digits: int = 3) -> str:
-    """softmax(alpha) per cell kind, one row per edge (what the original logged each epoch)."""
+    """softmax(alpha) per cell kind (what the original logged each epoch), as a table:
+    a header of op names, one row per edge named 'from -> to', ``*`` after the op
+    that leads on the edge (the one the genotype would pick among the non-'none' ops
+    is usually it)."""
     out = []
     for kind, rows in softmax_alphas(model).items():
-        out.append(f"  softmax(alpha_{kind}) [edges x ops]:")
-        out.extend("    " + " ".join(f"{p:.{digits}f}" for p in row) for row in rows)
+        prims = G.PRIMITIVES if kind in ("normal", "reduce") else G.RNN_PRIMITIVES
+        names = edge_names(kind, len(rows))
+        width = max(digits + 3, *(len(short_op(p)) + 1 for p in prims))
+        label = max(len(n) for n in names) + 2
+        out.append(f"  softmax(alpha_{kind}), edges x ops (* the largest; uniform = {1 / len(prims):.3f}):")
+        header = "".join(short_op(p).rjust(width) + " " for p in prims)
+        out.append(("    " + "edge".ljust(label) + header).rstrip())
+        for name, row in zip(names, rows):
+            best = max(range(len(row)), key=row.__getitem__)
+            cells = "".join(f"{p:.{digits}f}".rjust(width) + ("*" if k == best else " ")
+                            for k, p in enumerate(row))
+            out.append("    " + name.ljust(label) + cells.rstrip())
     return "\n".join(out)
+
+
+def _kv(metrics: dict) -> str:
+    return " ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4f}" for k, v in metrics.items())
 
 
 class Logger(Callback):
@@ -116,9 +140,9 @@ class Logger(Callback):
             metrics = e.get_callback(TrainMetrics)
             if metrics is not None:
                 r = metrics.running()
-                self._print(f"train {e.step:03d} loss {r['loss']:.4f} acc {r['acc']:.4f}")
+                self._print(f"train step={e.step:03d} loss={r['loss']:.4f} acc={r['acc']:.4f}")
             elif e.loss is not None:
-                self._print(f"train {e.step:03d} loss {float(e.loss):.4f}")
+                self._print(f"train step={e.step:03d} loss={float(e.loss):.4f}")
 
     def epoch_end(self, e):
         if self.bar is not None:
@@ -128,8 +152,8 @@ class Logger(Callback):
         row = {"epoch": e.epoch, "lr": e.lr, **e.metrics, "seconds": time.perf_counter() - self.t_epoch,
                "genotype": G.to_dict(genotype), "alphas": softmax_alphas(e.model)}
         e.history.append(row)
-        m = " ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in e.metrics.items())
-        self._print(f"epoch {e.epoch + 1}/{e.epochs} lr {e.lr:.5f} {m} ({row['seconds']:.1f} s)")
+        self._print(f"epoch {e.epoch + 1}/{e.epochs} lr={e.lr:.5f} {_kv(e.metrics)} "
+                    f"seconds={row['seconds']:.1f}")
         self._print(f"  genotype = {genotype}")
         if self.alphas:
             self._print(format_alphas(e.model))

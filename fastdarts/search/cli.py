@@ -12,7 +12,6 @@ that adds its parser to the ``search`` subparsers and sets ``run=fn(args) -> exi
 
 from __future__ import annotations
 
-import os
 import sys
 
 from .. import config
@@ -83,19 +82,16 @@ def _maybe_seeds(a, space, cfg) -> int | None:
 
 
 def _profile_instead(space: str, cfg, a) -> int:
-    """--profile: time a few steps of the configured search and print the report."""
+    """--profile: time a few steps of the configured search and print the report
+    (nothing is written to --save, so an earlier search there is no obstacle)."""
+    import dataclasses
+
     from ..profile import format_report, run_profile
 
+    cfg = dataclasses.replace(cfg, overwrite=True)
     log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_report(run_profile(space, cfg, log=log)))
     return 0
-
-
-def _listing(save: str) -> str:
-    try:
-        return ", ".join(sorted(n for n in os.listdir(save) if not n.startswith(".")))
-    except OSError:
-        return "nothing written"
 
 
 def _run(space: str, a) -> int:
@@ -107,6 +103,10 @@ def _run(space: str, a) -> int:
     from ..profile.cost import SearchCost
 
     small = a.data is None
+    if not a.profile:  # refuse to replace an earlier search before printing anything
+        from .outputs import check_save_dir
+
+        check_save_dir(cfg)
     if small and not a.quiet:
         if space == "cnn":
             print("no --data given: searching on the embedded default (scikit-learn digits, 16x16) "
@@ -116,7 +116,9 @@ def _run(space: str, a) -> int:
             print("no --data given: searching on the embedded default (Python's help texts) with "
                   f"emsize=nhid={cfg.nhid}, batch {cfg.batch_size}, bptt {cfg.bptt}, {cfg.epochs} "
                   f"epochs of {cfg.max_steps_per_epoch} steps")
-    config.set_threads(a, cpu_default_one=small)
+    threads = config.set_threads(a, small)
+    if not a.quiet:
+        print(f"threads: {threads}")
     if a.profile:
         return _profile_instead(space, cfg, a)
     if space == "cnn":
@@ -126,8 +128,12 @@ def _run(space: str, a) -> int:
     engine = search(cfg, callbacks=[SearchCost(quiet=a.quiet)])
     if world()[0] != 0:  # ranks are checked identical (check_in_sync); rank 0 reports
         return 0
-    print(f"genotype = {engine.genotype}")
-    print(f"outputs in {cfg.save}/ ({_listing(cfg.save)}); wall time {engine.wall_seconds:.1f} s")
+    if a.quiet:
+        print(f"genotype = {engine.genotype}")
+        return 0
+    from .outputs import summary
+
+    print(summary(engine, cfg.save, space))
     return 0
 
 

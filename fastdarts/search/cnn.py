@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -31,35 +30,40 @@ class CNNSearchConfig:
 
     data: str | None = setting(None, "CIFAR-10 root (holding cifar-10-batches-py); "
                                "without it, the embedded scikit-learn digits")
-    batch_size: int = setting(64, "batch size (per rank)")
-    learning_rate: float = setting(0.025, "initial weight learning rate")
-    learning_rate_min: float = setting(0.001, "final learning rate of the cosine schedule")
-    momentum: float = setting(0.9, "weight momentum")
-    weight_decay: float = setting(3e-4, "weight decay")
-    report_freq: int = setting(50, "steps between progress lines")
-    epochs: int = setting(50, "search epochs", small=3)
-    init_channels: int = setting(16, "channels of the first cell", small=4)
-    layers: int = setting(8, "cells in the network", small=3)
+    batch_size: int = setting(64, "batch size (per rank)", bounds="[1, inf)")
+    learning_rate: float = setting(0.025, "initial weight learning rate", bounds="[0, inf)")
+    learning_rate_min: float = setting(0.001, "final learning rate of the cosine schedule", bounds="[0, inf)")
+    momentum: float = setting(0.9, "weight momentum", bounds="[0, 1)")
+    weight_decay: float = setting(3e-4, "weight decay", bounds="[0, inf)")
+    report_freq: int = setting(50, "steps between progress lines", bounds="[0, inf)")
+    epochs: int = setting(50, "search epochs", small=6, bounds="[1, inf)")
+    init_channels: int = setting(16, "channels of the first cell", small=4, bounds="[1, inf)")
+    layers: int = setting(8, "cells in the network", small=3, bounds="[1, inf)")
     save: str = setting("search-cnn", "output directory")
-    seed: int = setting(2, "random seed")
-    grad_clip: float = setting(5.0, "gradient clipping norm")
+    seed: int = setting(2, "random seed", bounds="[0, 4294967295]")
+    grad_clip: float = setting(5.0, "gradient clipping norm", bounds="[0, inf)")
     train_portion: float = setting(0.5, "share of the training set for the weights (the rest "
-                                   "trains the architecture)")
+                                   "trains the architecture)", bounds="(0, 1)")
     unrolled: bool = setting(False, "second-order architecture gradient")
-    arch_learning_rate: float = setting(3e-4, "architecture learning rate (Adam)")
-    arch_weight_decay: float = setting(1e-3, "architecture weight decay")
+    # small: 100x the original's, so that the demo's 90 architecture steps move
+    # softmax(alpha) visibly (at 3e-4, 42 steps left it within 0.123..0.127)
+    arch_learning_rate: float = setting(3e-4, "architecture learning rate (Adam)", small=3e-2,
+                                        bounds="[0, inf)")
+    arch_weight_decay: float = setting(1e-3, "architecture weight decay", bounds="[0, inf)")
     impl: str = setting("fused", "fused (fastdarts.nn + fastdarts.Architect) or the reference port",
                         choices=("fused", "reference"))
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
     trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
                                      "only a checkpoint you trust (e.g. one of an older fastdarts)")
+    overwrite: bool = setting(False, "replace the results of an earlier search in --save (without it, "
+                              "a directory holding them is refused)")
     cuda_graph: bool = setting(False, "capture each search step in a CUDA graph")
     channels_last: bool = setting(False, "channels_last memory format")
     amp: str = setting("none", "bfloat16 autocast for every forward (weights, alphas and losses "
                        "stay float32; fused only)", choices=("none", "bf16"))
     quiet: bool = setting(False, "print nothing")
-    max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)")
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)", bounds="[1, inf)")
 
 
 class CNNSearch(Engine):
@@ -123,17 +127,9 @@ def shard(data, rank: int, world_size: int):
     return data.subset(slice(rank, len(data) // world_size * world_size, world_size))
 
 
-def _note_previous_outputs(save: str, quiet: bool) -> None:
-    """A fresh search replaces the outputs of an earlier one in the same directory;
-    say so before anything is replaced (the checkpoint only after the first epoch)."""
-    if quiet or not os.path.isfile(os.path.join(save, "checkpoint.pt")):
-        return
-    print(f"note: {save}/ holds the outputs of an earlier search; this search replaces them "
-          f"(to continue that one instead: --resume {save}/checkpoint.pt)", file=sys.stderr)
-
-
 def build(cfg: CNNSearchConfig, callbacks=()):
     """Everything a search needs, from the config; returns the engine (not yet run)."""
+    outputs.check_save_dir(cfg)  # before anything is written
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_channels_last(cfg.channels_last, device)
     if device.type == "cuda":
@@ -177,13 +173,11 @@ def build(cfg: CNNSearchConfig, callbacks=()):
         if cfg.cuda_graph and not cfg.quiet:
             print("note: --cuda_graph needs --impl fused on a CUDA device; running eagerly")
         architect = Architect(model, args)
-    if not cfg.resume:
-        _note_previous_outputs(cfg.save, cfg.quiet)
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [loop_cb.CosineLR(cfg.learning_rate, cfg.learning_rate_min, cfg.epochs),
            cb.ArchitectureUpdate(), loop_cb.TrainMetrics(), loop_cb.Validation(evaluate),
            cb.Logger(cfg.report_freq, quiet=cfg.quiet), outputs.GenotypeLog(cfg.save),
-           outputs.CellDrawing(cfg.save), outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
+           outputs.CellDrawing(cfg.save, quiet=cfg.quiet), outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
            loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
     if fused_step is None and cfg.grad_clip:
         cbs.append(loop_cb.GradClip(cfg.grad_clip))
@@ -199,9 +193,10 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     # the device (a CPU checkpoint resumes on a GPU), and ``epochs``, so a finished
     # search can be extended (its cosine schedule then differs from a longer search's).
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "trust_checkpoint", "quiet", "report_freq", "save",
-                                      "device", "epochs")}
+                         if k not in ("resume", "trust_checkpoint", "overwrite", "quiet", "report_freq",
+                                      "save", "device", "epochs")}
     engine.config_key["data"] = data.name
+    engine.num_classes = data.num_classes  # the summary's chance level
     if world_size > 1:  # the shards, hence the search, depend on it
         engine.config_key["world_size"] = world_size
     if cfg.resume:

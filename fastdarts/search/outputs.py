@@ -3,6 +3,7 @@ as Graphviz DOT (PNG and SVG when ``dot`` is installed), and ``alphas.png``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -12,8 +13,19 @@ import sys
 import torch
 
 from .. import distributed
+from ..config import refuse_overwrite
 from ..loop.engine import Callback
 from ..space import genotypes as G
+
+
+def check_save_dir(cfg) -> None:
+    """A new search (no --resume) into a directory that holds an earlier search's
+    results (its checkpoint or final genotype) is refused unless --overwrite: the
+    search would replace genotype.json, genotypes.jsonl and the pictures.  Checked
+    before anything is written."""
+    if not cfg.resume and not cfg.overwrite:
+        refuse_overwrite(cfg.save, ("checkpoint.pt", "genotype.json"), "search",
+                         f"--resume {os.path.join(cfg.save, 'checkpoint.pt')}")
 
 
 class GenotypeLog(Callback):
@@ -103,8 +115,9 @@ class CellDrawing(Callback):
 
     order = 40
 
-    def __init__(self, save_dir: str):
+    def __init__(self, save_dir: str, quiet: bool = False):
         self.save_dir = save_dir
+        self.quiet = quiet
 
     def search_end(self, e):
         if not distributed.is_rank0():
@@ -115,6 +128,11 @@ class CellDrawing(Callback):
         else:
             texts = {"recurrent": rnn_genotype_dot(genotype)}
         dot = shutil.which("dot")
+        if not dot and not self.quiet:
+            print(f"info: {', '.join(texts)} cells written as DOT only: graphviz's dot is not installed "
+                  f"(apt install graphviz, or conda install graphviz); then dot -Tpng "
+                  f"{os.path.join(self.save_dir, next(iter(texts)))}.dot -o "
+                  f"{os.path.join(self.save_dir, next(iter(texts)))}.png", file=sys.stderr)
         os.makedirs(self.save_dir, exist_ok=True)
         for kind, text in texts.items():
             path = os.path.join(self.save_dir, f"{kind}.dot")
@@ -138,15 +156,18 @@ def edge_names(kind: str, n_edges: int) -> list[str]:
 
 
 class AlphaPlot(Callback):
-    """<save>/alphas.png: softmax(alpha) over the epochs, one small panel per edge (a
-    grid per cell kind) with one line per op (needs matplotlib; otherwise one info line)."""
+    """<save>/alphas.png: softmax(alpha) as heatmaps of edges (rows) by ops (columns),
+    one row of panels per cell kind at the first, middle and last epoch, all on one
+    colour scale (0 to the largest probability) with the values written in the last
+    panel and the leading op of each edge outlined.  One scale is the point: per-panel
+    axes over 0.124..0.126 made noise look like a decision (needs matplotlib;
+    otherwise one info line)."""
 
     order = 50
 
-    def __init__(self, save_dir: str, quiet: bool = False, cols: int = 7):
+    def __init__(self, save_dir: str, quiet: bool = False):
         self.save_dir = save_dir
         self.quiet = quiet
-        self.cols = cols
 
     def search_end(self, e):
         if not distributed.is_rank0() or not e.history:
@@ -156,7 +177,7 @@ class AlphaPlot(Callback):
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-            from matplotlib.ticker import MaxNLocator
+            from matplotlib.patches import Rectangle
         except ImportError:
             if not self.quiet:
                 print("info: alphas.png not written: matplotlib is not installed "
@@ -164,27 +185,82 @@ class AlphaPlot(Callback):
             return
         kinds = list(e.history[0]["alphas"])
         prims = G.PRIMITIVES if "normal" in kinds else G.RNN_PRIMITIVES
-        epochs = [r["epoch"] + 1 for r in e.history]
+        n = len(e.history)
+        shown = sorted({0, n // 2, n - 1})  # first, middle and last epoch (fewer when short)
         series = {k: torch.tensor([r["alphas"][k] for r in e.history]) for k in kinds}  # [ep, edges, ops]
-        rows = {k: -(-series[k].shape[1] // self.cols) for k in kinds}
-        fig, axes = plt.subplots(sum(rows.values()), self.cols, squeeze=False, sharex=True,
-                                 figsize=(2.2 * self.cols, 1.8 * sum(rows.values()) + 0.6))
-        r0 = 0
-        for kind in kinds:
+        top = max(float(s.max()) for s in series.values())
+        n_edges = max(s.shape[1] for s in series.values())
+        fig, axes = plt.subplots(len(kinds), len(shown), squeeze=False, layout="constrained",
+                                 figsize=(3.4 * len(shown) + 1.2, 0.28 * n_edges * len(kinds) + 1.6))
+        for r, kind in enumerate(kinds):
             names = edge_names(kind, series[kind].shape[1])
-            for edge in range(rows[kind] * self.cols):
-                ax = axes[r0 + edge // self.cols, edge % self.cols]
-                if edge >= len(names):
-                    ax.axis("off")
-                    continue
-                for k in range(len(prims)):
-                    ax.plot(epochs, series[kind][:, edge, k].tolist(), lw=1)
-                ax.set_title(f"{kind} {names[edge]}", fontsize=7)
-                ax.tick_params(labelsize=6)
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            r0 += rows[kind]
-        fig.legend(prims, loc="lower center", ncol=len(prims), fontsize=7)
-        fig.suptitle("softmax(alpha) per edge over the epochs", fontsize=9)
-        fig.tight_layout(rect=(0, 0.03, 1, 0.98))
-        fig.savefig(os.path.join(self.save_dir, "alphas.png"), dpi=80)
+            for c, ep in enumerate(shown):
+                ax = axes[r, c]
+                grid = series[kind][ep]
+                image = ax.imshow(grid.numpy(), vmin=0.0, vmax=top, cmap="viridis", aspect="auto")
+                ax.set_xticks(range(len(prims)), prims, rotation=60, ha="right", fontsize=6)
+                ax.set_yticks(range(len(names)), names if c == 0 else [""] * len(names), fontsize=6)
+                ax.set_title(f"{kind}, epoch {e.history[ep]['epoch'] + 1}", fontsize=8)
+                for edge, k in enumerate(grid.argmax(1).tolist()):
+                    if float(grid[edge].max() - grid[edge].min()) < 1e-3:
+                        continue  # a flat row has no leader to show
+                    ax.add_patch(Rectangle((k - 0.5, edge - 0.5), 1, 1, fill=False, ec="red", lw=1))
+                if ep == n - 1:
+                    for (edge, k), p in zip(itertools.product(*map(range, grid.shape)), grid.flatten()):
+                        ax.text(k, edge, f"{p:.2f}", ha="center", va="center", fontsize=4.5,
+                                color="black" if p > 0.6 * top else "white")
+        fig.colorbar(image, ax=axes, shrink=0.8, label=f"softmax(alpha); uniform = {1 / len(prims):.3f}")
+        fig.suptitle("softmax(alpha): edges x ops, one colour scale (red: the leading op of each edge)",
+                     fontsize=9)
+        fig.savefig(os.path.join(self.save_dir, "alphas.png"), dpi=110, bbox_inches="tight")
         plt.close(fig)
+
+
+# what each output is and how to look at it, for the summary a search ends with
+_VIEW = {
+    "genotype.json": "the final genotype; train it: fastdarts train {space} --arch {path}",
+    "genotypes.jsonl": "the genotype after each epoch, one JSON line each",
+    "alphas.png": "softmax(alpha) of every edge over the epochs; open it in an image viewer",
+    "normal.png": "the normal cell (normal.svg, normal.dot alongside)",
+    "reduce.png": "the reduction cell (reduce.svg, reduce.dot alongside)",
+    "recurrent.png": "the recurrent cell (recurrent.svg, recurrent.dot alongside)",
+    "checkpoint.pt": "resume or extend: fastdarts search {space} --resume {path} --epochs N",
+    "tb": "TensorBoard scalars: tensorboard --logdir {path}",
+}
+
+
+def summary(engine, save: str, space: str) -> str:
+    """The lines a search ends with: steps and time per step, the final validation
+    metric and how far softmax(alpha) moved from uniform, the genotype, and each output
+    with what it is and how to view it (DOT cells without ``dot``: how to render them)."""
+    history = engine.history
+    run_epochs = [r for r in history if r["epoch"] >= engine.start_epoch]
+    seconds = sum(r.get("seconds", 0.0) for r in run_epochs)
+    done = max(len(run_epochs) * getattr(engine, "steps_per_epoch", 1), 1)
+    lines = [f"summary: {len(history)} epochs x {getattr(engine, 'steps_per_epoch', '?')} steps, "
+             f"{engine.wall_seconds:.1f} s wall; {seconds / done:.3f} s per step (validation included)"]
+    if history:
+        last = history[-1]
+        metric = next((f"{k}={last[k]:.4f}" for k in ("valid_acc", "valid_ppl") if k in last), None)
+        probs = [p for rows in last["alphas"].values() for row in rows for p in row]
+        n_ops = len(next(iter(last["alphas"].values()))[0])
+        if metric:
+            classes = getattr(engine, "num_classes", None)
+            chance = f" (chance {1 / classes:.2f})" if classes and "valid_acc" in last else ""
+            lines.append(f"final {metric}{chance}; softmax(alpha) spans {min(probs):.3f} to "
+                         f"{max(probs):.3f} (uniform {1 / n_ops:.3f})")
+    lines.append(f"genotype = {engine.genotype}")
+    lines.append(f"outputs in {save}/:")
+    for name, text in _VIEW.items():
+        path = os.path.join(save, name)
+        if os.path.exists(path):
+            lines.append(f"  {path}: {text.format(space=space, path=path)}")
+    dots = [n for n in ("normal.dot", "reduce.dot", "recurrent.dot")
+            if os.path.exists(os.path.join(save, n))
+            and not os.path.exists(os.path.join(save, n[:-4] + ".png"))]
+    if dots:
+        first = os.path.join(save, dots[0])
+        lines.append(f"  {', '.join(os.path.join(save, d) for d in dots)}: the cells as Graphviz DOT (no "
+                     f"PNG: graphviz's dot is not installed; with it: dot -Tpng {first} -o "
+                     f"{first[:-4]}.png)")
+    return "\n".join(lines)

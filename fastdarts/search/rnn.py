@@ -41,44 +41,47 @@ class RNNSearchConfig:
 
     data: str | None = setting(None, "directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt; "
                                "without it, the embedded corpus of Python's help texts")
-    emsize: int = setting(300, "embedding size", small=32)
-    nhid: int = setting(300, "hidden size", small=32)
-    nhidlast: int = setting(300, "size of the last hidden layer", small=32)
-    lr: float = setting(20.0, "initial learning rate")
-    clip: float = setting(0.25, "gradient clipping norm")
-    epochs: int = setting(50, "search epochs", small=2)
-    batch_size: int = setting(256, "batch size (per rank)", small=32)
-    bptt: int = setting(35, "sequence length", small=20)
-    dropout: float = setting(0.75, "dropout of the RNN output")
-    dropouth: float = setting(0.25, "dropout of the hidden states")
-    dropoutx: float = setting(0.75, "dropout of the input to the cell")
-    dropouti: float = setting(0.2, "dropout of the embedding output")
-    dropoute: float = setting(0.0, "dropout of whole words in the embedding")
-    seed: int = setting(3, "random seed")
-    log_interval: int = setting(50, "steps between progress lines", flags=("--log-interval",))
+    emsize: int = setting(300, "embedding size", small=32, bounds="[1, inf)")
+    nhid: int = setting(300, "hidden size", small=32, bounds="[1, inf)")
+    nhidlast: int = setting(300, "size of the last hidden layer", small=32, bounds="[1, inf)")
+    lr: float = setting(20.0, "initial learning rate", bounds="[0, inf)")
+    clip: float = setting(0.25, "gradient clipping norm", bounds="(0, inf)")
+    epochs: int = setting(50, "search epochs", small=2, bounds="[1, inf)")
+    batch_size: int = setting(256, "batch size (per rank)", small=32, bounds="[1, inf)")
+    bptt: int = setting(35, "sequence length", small=20, bounds="[2, inf)")
+    dropout: float = setting(0.75, "dropout of the RNN output", bounds="[0, 1)")
+    dropouth: float = setting(0.25, "dropout of the hidden states", bounds="[0, 1)")
+    dropoutx: float = setting(0.75, "dropout of the input to the cell", bounds="[0, 1)")
+    dropouti: float = setting(0.2, "dropout of the embedding output", bounds="[0, 1)")
+    dropoute: float = setting(0.0, "dropout of whole words in the embedding", bounds="[0, 1)")
+    seed: int = setting(3, "random seed", bounds="[0, 4294967295]")
+    log_interval: int = setting(50, "steps between progress lines", flags=("--log-interval",),
+                                bounds="[0, inf)")
     save: str = setting("search-rnn", "output directory")
-    alpha: float = setting(0.0, "activation regularisation")
-    beta: float = setting(1e-3, "temporal activation regularisation")
-    wdecay: float = setting(5e-7, "weight decay")
+    alpha: float = setting(0.0, "activation regularisation", bounds="[0, inf)")
+    beta: float = setting(1e-3, "temporal activation regularisation", bounds="[0, inf)")
+    wdecay: float = setting(5e-7, "weight decay", bounds="[0, inf)")
     unrolled: bool = setting(False, "second-order architecture gradient")
-    arch_wdecay: float = setting(1e-3, "architecture weight decay")
-    arch_lr: float = setting(3e-3, "architecture learning rate (Adam)")
+    arch_wdecay: float = setting(1e-3, "architecture weight decay", bounds="[0, inf)")
+    arch_lr: float = setting(3e-3, "architecture learning rate (Adam)", bounds="[0, inf)")
     impl: str = setting("fused", "fused (fastdarts.nn + fastdarts.Architect) or the reference port",
                         choices=("fused", "reference"))
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
     trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
                                      "only a checkpoint you trust (e.g. one of an older fastdarts)")
+    overwrite: bool = setting(False, "replace the results of an earlier search in --save (without it, "
+                              "a directory holding them is refused)")
     quiet: bool = setting(False, "print nothing")
-    eval_batch_size: int = setting(10, "validation batch size", cli=False)
-    max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25)
+    eval_batch_size: int = setting(10, "validation batch size", cli=False, bounds="[1, inf)")
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25, bounds="[1, inf)")
     tied_embedding_step: str = setting(
         "original", "second order: 'original' keeps the tied embedding/decoder weight un-stepped "
         "in the unrolled model, as the original's state_dict reload does; 'consistent' steps it "
         "like every other weight (see fastdarts.RNNArchitect)", choices=("original", "consistent"))
     cuda_graph: bool = setting(False, "capture each search step in a CUDA graph, one per sequence "
                                "length met, at most max_graphs (fastdarts.rnn_step.RNNSearchStep)")
-    max_graphs: int = setting(8, "CUDA graphs kept at most; eager steps beyond", cli=False)
+    max_graphs: int = setting(8, "CUDA graphs kept at most; eager steps beyond", cli=False, bounds="[1, inf)")
 
 
 class RNNSearch(Engine):
@@ -194,6 +197,7 @@ class _RNNArgs:
 
 
 def build(cfg: RNNSearchConfig, callbacks=()):
+    outputs.check_save_dir(cfg)  # before anything is written
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world_size = distributed.init()
     if world_size > 1 and cfg.impl != "fused":
@@ -232,7 +236,8 @@ def build(cfg: RNNSearchConfig, callbacks=()):
     os.makedirs(cfg.save, exist_ok=True)
     cbs = [HiddenStates(), SequenceLengthLR(), RNNArchitectureUpdate(), RNNTrainMetrics(),
            RNNValidation(val_data), cb.Logger(cfg.log_interval, quiet=cfg.quiet),
-           outputs.GenotypeLog(cfg.save), outputs.CellDrawing(cfg.save), outputs.AlphaPlot(cfg.save),
+           outputs.GenotypeLog(cfg.save), outputs.CellDrawing(cfg.save, quiet=cfg.quiet),
+           outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
            loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
     if fused_step is None:
         cbs.insert(4, loop_cb.GradClip(cfg.clip))
@@ -243,8 +248,8 @@ def build(cfg: RNNSearchConfig, callbacks=()):
                        callbacks=cbs)
     engine.fused_step = fused_step
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "trust_checkpoint", "quiet", "log_interval", "save", "device",
-                                      "epochs", "cuda_graph", "max_graphs")}
+                         if k not in ("resume", "trust_checkpoint", "overwrite", "quiet", "log_interval",
+                                      "save", "device", "epochs", "cuda_graph", "max_graphs")}
     engine.config_key["data"] = cfg.data or "pydoc"
     if world_size > 1:  # the shards, hence the search, depend on it
         engine.config_key["world_size"] = world_size

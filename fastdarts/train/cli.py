@@ -44,18 +44,21 @@ def run_train_cnn(a) -> int:
     _check_genotype(a, "cnn")
     small = a.data is None
     cfg = config.from_args(CNNTrainConfig, a, small=small, device=config.device_of(a))
-    config.set_threads(a, cpu_default_one=False)
+    threads = config.set_threads(a, small)
     rank = _rank(cfg.device)
     if small and not a.quiet and rank == 0:
         size = 32 if cfg.auxiliary else 16
         print(f"no --data given: training on the embedded default (scikit-learn digits, {size}x{size}, "
               f"80% train / 20% held out) with C={cfg.init_channels}, {cfg.layers} layers, batch "
               f"{cfg.batch_size}, {cfg.epochs} epochs, auxiliary {'on' if cfg.auxiliary else 'off'}")
+    if not a.quiet and rank == 0:
+        print(f"threads: {threads}")
     engine = train_cnn(cfg)
     if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
         return 0
     last = engine.history[-1] if engine.history else {}
-    print(f"param size = {engine.params_M:.6f} MB; final test_acc "
+    # the original printed "param size = ... MB": it counts millions of parameters, not bytes
+    print(f"parameters = {engine.params_M:.6f} M (auxiliary head excluded); final test_acc "
           f"{100 * last.get('test_acc', float('nan')):.2f}%; wall time {engine.wall_seconds:.1f} s")
     print(f"checkpoint: {os.path.join(cfg.save, 'checkpoint.pt')} "
           f"(fastdarts test cnn --checkpoint {os.path.join(cfg.save, 'checkpoint.pt')})")
@@ -79,16 +82,18 @@ def run_train_rnn(a) -> int:
     save = a.save or config.defaults(RNNTrainConfig)["save"]
     resume = a.resume or (os.path.join(save, "checkpoint.pt") if a.continue_train else None)
     cfg = config.from_args(RNNTrainConfig, a, small=small, device=config.device_of(a), resume=resume)
-    config.set_threads(a, cpu_default_one=False)
+    threads = config.set_threads(a, small)
     rank = _rank(cfg.device)
     if small and not a.quiet and rank == 0:
         print("no --data given: training on the embedded default (Python's help texts) with "
               f"emsize=nhid={cfg.nhid}, batch {cfg.batch_size}, bptt {cfg.bptt}, {cfg.epochs} epochs "
               f"of {cfg.max_steps_per_epoch} steps")
+    if not a.quiet and rank == 0:
+        print(f"threads: {threads}")
     engine = train_rnn(cfg)
     if rank != 0:  # the ranks are checked identical at every epoch end; rank 0 reports
         return 0
-    print(f"param size: {engine.params_M:.6f} M; test loss {engine.test_loss:.4f} | "
+    print(f"parameters = {engine.params_M:.6f} M; test loss {engine.test_loss:.4f} | "
           f"test ppl {engine.test_ppl:.2f} (best model, test batch {cfg.test_batch_size}); "
           f"wall time {engine.wall_seconds:.1f} s")
     print(f"outputs in {cfg.save}/ (checkpoint.pt, best.pt)")
@@ -100,7 +105,7 @@ def run_test_cnn(a) -> int:
 
     r = test_cnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size,
                  trust=a.trust_checkpoint)
-    print(f"param size = {r['params_M']:.6f} MB")
+    print(f"parameters = {r['params_M']:.6f} M (auxiliary head excluded)")
     print(f"test_acc {100 * r['test_acc']:.2f}% ({r['n']} images of {r['data']}); "
           f"test_loss {r['test_loss']:.4f}")
     return 0
@@ -111,7 +116,7 @@ def run_test_rnn(a) -> int:
 
     r = test_rnn(a.checkpoint, a.data, device=a.device, batch_size=a.batch_size, bptt=a.bptt,
                  trust=a.trust_checkpoint)
-    print(f"param size: {r['params_M']:.6f} M")
+    print(f"parameters = {r['params_M']:.6f} M")
     print(f"test loss {r['test_loss']:.4f} | test ppl {r['test_ppl']:.2f} ({r['n_tokens']} tokens)")
     return 0
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..config import check_channels_last, setting
+from ..config import check_channels_last, refuse_overwrite, setting
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as cb
 from ..loop.engine import Callback, Engine
@@ -64,31 +64,33 @@ class CNNTrainConfig:
         flags=("--arch",))
     data: str | None = setting(None, "CIFAR-10 root (holding cifar-10-batches-py); without it, "
                                "the embedded scikit-learn digits")
-    batch_size: int = setting(96, "batch size (per rank)")
-    learning_rate: float = setting(0.025, "initial learning rate (cosine to 0)")
-    momentum: float = setting(0.9, "momentum")
-    weight_decay: float = setting(3e-4, "weight decay")
-    epochs: int = setting(600, "training epochs", small=3)
-    init_channels: int = setting(36, "channels of the first cell", small=8)
-    layers: int = setting(20, "cells in the network", small=5)
+    batch_size: int = setting(96, "batch size (per rank)", bounds="[1, inf)")
+    learning_rate: float = setting(0.025, "initial learning rate (cosine to 0)", bounds="[0, inf)")
+    momentum: float = setting(0.9, "momentum", bounds="[0, 1)")
+    weight_decay: float = setting(3e-4, "weight decay", bounds="[0, inf)")
+    epochs: int = setting(600, "training epochs", small=3, bounds="[1, inf)")
+    init_channels: int = setting(36, "channels of the first cell", small=8, bounds="[1, inf)")
+    layers: int = setting(20, "cells in the network", small=5, bounds="[1, inf)")
     auxiliary: bool = setting(True, "auxiliary tower (on the embedded digits, --auxiliary loads "
                               "them at 32x32)", small=False)
-    auxiliary_weight: float = setting(0.4, "weight of the auxiliary loss")
+    auxiliary_weight: float = setting(0.4, "weight of the auxiliary loss", bounds="[0, inf)")
     cutout: bool = setting(True, "Cutout augmentation")
-    cutout_length: int = setting(16, "Cutout square side", small=8)
-    drop_path_prob: float = setting(0.2, "drop-path probability (ramped up over the epochs)")
+    cutout_length: int = setting(16, "Cutout square side", small=8, bounds="[0, inf)")
+    drop_path_prob: float = setting(0.2, "drop-path probability (ramped up over the epochs)", bounds="[0, 1)")
     save: str = setting("eval-cnn", "output directory (checkpoint.pt)")
-    seed: int = setting(0, "random seed")
-    grad_clip: float = setting(5.0, "gradient clipping norm")
+    seed: int = setting(0, "random seed", bounds="[0, 4294967295]")
+    grad_clip: float = setting(5.0, "gradient clipping norm", bounds="[0, inf)")
     bf16: bool = setting(False, "bfloat16 autocast (CUDA or CPU)")
     channels_last: bool = setting(False, "channels_last memory format")
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
     trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
                                      "only a checkpoint you trust (e.g. one of an older fastdarts)")
+    overwrite: bool = setting(False, "replace the results of an earlier training run in --save "
+                              "(without it, a directory holding them is refused)")
     quiet: bool = setting(False, "print nothing")
-    max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)")
-    eval_batch_size: int = setting(256, "test batch size", cli=False)
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)", bounds="[1, inf)")
+    eval_batch_size: int = setting(256, "test batch size", cli=False, bounds="[1, inf)")
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -222,8 +224,18 @@ def build_network(genotype, model_args: dict) -> NetworkCIFAR:
                         model_args["auxiliary"], genotype)
 
 
+def check_save_dir(cfg) -> None:
+    """A new training run (no --resume) into a directory holding an earlier run's
+    checkpoint is refused unless --overwrite: the run would replace it after its
+    first epoch.  Checked before anything is written."""
+    if not cfg.resume and not cfg.overwrite:
+        path = os.path.join(cfg.save, "checkpoint.pt")
+        refuse_overwrite(cfg.save, ("checkpoint.pt",), "training run", f"--resume {path}")
+
+
 def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     """Data, network, optimizer and the engine (not yet run) from the config."""
+    check_save_dir(cfg)
     device, rank, world_size = setup_distributed(pick_device(cfg.device))
     check_channels_last(cfg.channels_last, device)
     if device.type == "cuda":
@@ -267,7 +279,7 @@ def build(cfg: CNNTrainConfig, callbacks=()) -> CNNTrainer:
     engine.genotype, engine.genotype_dict = genotype, G.to_dict(genotype)
     engine.model_args, engine.data_name = model_args, data_name
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "trust_checkpoint", "quiet", "save", "device",
+                         if k not in ("resume", "trust_checkpoint", "overwrite", "quiet", "save", "device",
                                       "genotype", "data", "eval_batch_size")}
     engine.config_key.update(genotype=engine.genotype_dict, data=data_name)
     if cfg.resume:

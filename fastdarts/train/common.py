@@ -210,17 +210,32 @@ class TrainCheckpoint(Callback):
 
 
 class TrainLogger(Callback):
-    """One line per epoch (metrics, lr, seconds); appends the row to ``engine.history``."""
+    """One line per epoch (metrics, lr, seconds); appends the row to ``engine.history``.
+    On a terminal, a progress bar per epoch (training takes minutes per epoch on a CPU
+    and the epoch line comes only at its end)."""
 
     order = 20
 
     def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
         self.stream = stream or sys.stdout
+        self.bar = None
+
+    def _active(self) -> bool:
+        return not self.quiet and distributed.is_rank0()
 
     def _print(self, *a):
-        if not self.quiet and distributed.is_rank0():
+        if not self._active():
+            return
+        if self.bar is not None:
+            self.bar.write(" ".join(map(str, a)), file=self.stream)
+        else:
             print(*a, file=self.stream, flush=True)
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def search_begin(self, e):
         self.t0 = time.perf_counter()
@@ -232,13 +247,25 @@ class TrainLogger(Callback):
             self._print(f"note: {e.resume_note}")
 
     def epoch_begin(self, e):
+        from ..loop.progress import progress_bar
+
         self.t_epoch = time.perf_counter()
+        self._close()
+        if self._active():
+            self.bar = progress_bar(getattr(e, "steps_per_epoch", 0), f"epoch {e.epoch + 1}/{e.epochs}",
+                                    self.stream)
+
+    def batch_end(self, e):
+        if self.bar is not None:
+            self.bar.update(1)
 
     def epoch_end(self, e):
+        self._close()
         row = {"epoch": e.epoch, "lr": e.lr, **e.metrics, "seconds": time.perf_counter() - self.t_epoch}
         e.history.append(row)
         m = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in e.metrics.items())
         self._print(f"epoch {e.epoch + 1}/{e.epochs} lr {e.lr:.5f} {m} ({row['seconds']:.1f} s)")
 
     def search_end(self, e):
+        self._close()
         self._print(f"training done in {time.perf_counter() - self.t0:.1f} s")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import config, distributed
-from ..config import setting
+from ..config import refuse_overwrite, setting
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
 from ..loop import callbacks as cb
 from ..loop.engine import Callback, Engine
@@ -69,37 +69,40 @@ class RNNTrainConfig:
         flags=("--arch",))
     data: str | None = setting(None, "directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt; "
                                "without it, the embedded corpus of Python's help texts")
-    emsize: int = setting(850, "embedding size", small=32)
-    nhid: int = setting(850, "hidden size", small=32)
-    nhidlast: int = setting(850, "size of the last hidden layer", small=32)
-    lr: float = setting(20.0, "initial learning rate")
-    clip: float = setting(0.25, "gradient clipping norm")
-    epochs: int = setting(8000, "training epochs", small=3)
-    batch_size: int = setting(64, "batch size (per rank)", small=32)
-    bptt: int = setting(35, "sequence length", small=20)
-    dropout: float = setting(0.75, "dropout of the RNN output")
-    dropouth: float = setting(0.25, "dropout of the hidden states")
-    dropoutx: float = setting(0.75, "dropout of the input to the cell")
-    dropouti: float = setting(0.2, "dropout of the embedding output")
-    dropoute: float = setting(0.1, "dropout of whole words in the embedding")
-    seed: int = setting(1267, "random seed")
-    nonmono: int = setting(5, "epochs without improvement before switching to ASGD")
-    log_interval: int = setting(200, "steps between progress lines", flags=("--log-interval",))
+    emsize: int = setting(850, "embedding size", small=32, bounds="[1, inf)")
+    nhid: int = setting(850, "hidden size", small=32, bounds="[1, inf)")
+    nhidlast: int = setting(850, "size of the last hidden layer", small=32, bounds="[1, inf)")
+    lr: float = setting(20.0, "initial learning rate", bounds="[0, inf)")
+    clip: float = setting(0.25, "gradient clipping norm", bounds="(0, inf)")
+    epochs: int = setting(8000, "training epochs", small=3, bounds="[1, inf)")
+    batch_size: int = setting(64, "batch size (per rank)", small=32, bounds="[1, inf)")
+    bptt: int = setting(35, "sequence length", small=20, bounds="[2, inf)")
+    dropout: float = setting(0.75, "dropout of the RNN output", bounds="[0, 1)")
+    dropouth: float = setting(0.25, "dropout of the hidden states", bounds="[0, 1)")
+    dropoutx: float = setting(0.75, "dropout of the input to the cell", bounds="[0, 1)")
+    dropouti: float = setting(0.2, "dropout of the embedding output", bounds="[0, 1)")
+    dropoute: float = setting(0.1, "dropout of whole words in the embedding", bounds="[0, 1)")
+    seed: int = setting(1267, "random seed", bounds="[0, 4294967295]")
+    nonmono: int = setting(5, "epochs without improvement before switching to ASGD", bounds="[0, inf)")
+    log_interval: int = setting(200, "steps between progress lines", flags=("--log-interval",),
+                                bounds="[0, inf)")
     save: str = setting("eval-rnn", "output directory (checkpoint.pt, best.pt)")
-    alpha: float = setting(0.0, "activation regularisation")
-    beta: float = setting(1e-3, "temporal activation regularisation")
-    wdecay: float = setting(8e-7, "weight decay")
+    alpha: float = setting(0.0, "activation regularisation", bounds="[0, inf)")
+    beta: float = setting(1e-3, "temporal activation regularisation", bounds="[0, inf)")
+    wdecay: float = setting(8e-7, "weight decay", bounds="[0, inf)")
     small_batch_size: int = setting(-1, "split each batch into chunks of this size (-1: the whole "
-                                    "batch at once)")
-    max_seq_len_delta: int = setting(20, "largest sequence length beyond bptt")
-    eval_batch_size: int = setting(10, "validation batch size")
-    test_batch_size: int = setting(1, "test batch size", small=10)
+                                    "batch at once)", bounds="[1, inf)", also=(-1,))
+    max_seq_len_delta: int = setting(20, "largest sequence length beyond bptt", bounds="[0, inf)")
+    eval_batch_size: int = setting(10, "validation batch size", bounds="[1, inf)")
+    test_batch_size: int = setting(1, "test batch size", small=10, bounds="[1, inf)")
     device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
     resume: str | None = setting(None, "checkpoint.pt to resume from")
     trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
                                      "only a checkpoint you trust (e.g. one of an older fastdarts)")
+    overwrite: bool = setting(False, "replace the results of an earlier training run in --save "
+                              "(without it, a directory holding them is refused)")
     quiet: bool = setting(False, "print nothing")
-    max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25)
+    max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25, bounds="[1, inf)")
 
 
 def build_rnn_model(genotype, model_args: dict) -> RNNModel:
@@ -323,9 +326,20 @@ def _corpus(data: str | None) -> tuple[Corpus, str]:
     return (Corpus(data), os.path.abspath(data)) if data else (pydoc_corpus(), "pydoc")
 
 
+def check_save_dir(cfg) -> None:
+    """A new training run (no --resume) into a directory holding an earlier run's
+    checkpoint is refused unless --overwrite: the run would replace it after its
+    first epoch.  Checked before anything is written."""
+    if not cfg.resume and not cfg.overwrite:
+        path = os.path.join(cfg.save, "checkpoint.pt")
+        refuse_overwrite(cfg.save, ("checkpoint.pt", "best.pt"), "training run",
+                         f"--continue_train (or --resume {path})")
+
+
 def build(cfg: RNNTrainConfig, callbacks=(), validation: Callback | None = None) -> RNNTrainer:
     """Data, model, optimizer and the engine (not yet run); ``validation`` replaces the
     validation callback (tests script the loss curve with it)."""
+    check_save_dir(cfg)
     device, rank, world_size = setup_distributed(pick_device(cfg.device))
     genotype = cfg.genotype if isinstance(cfg.genotype, tuple) else G.resolve(cfg.genotype, "rnn")
     G.validate(genotype)
@@ -359,9 +373,9 @@ def build(cfg: RNNTrainConfig, callbacks=(), validation: Callback | None = None)
     engine.model_args, engine.data_name = model_args, data_name
     engine.corpus = corpus
     engine.config_key = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("resume", "trust_checkpoint", "quiet", "log_interval", "save", "device",
-                                      "genotype", "data", "eval_batch_size", "test_batch_size",
-                                      "epochs")}
+                         if k not in ("resume", "trust_checkpoint", "overwrite", "quiet", "log_interval",
+                                      "save", "device", "genotype", "data", "eval_batch_size",
+                                      "test_batch_size", "epochs")}
     engine.config_key.update(genotype=engine.genotype_dict, data=data_name)
     # epochs may change on resume (the original's --continue_train trains on): nothing depends on it
     if cfg.resume:
