@@ -26,11 +26,14 @@ Two sets:
     dtype and every value of the other constexprs.  COUNT = 8 executes every input
     slot's code; ~140 per arch.
 
-Per compiled kernel: registers, stack frame and spill bytes from ptxas's own -v log of
-the compile that made the cubin (Triton runs ptxas with -v and discards the log; it is
-kept here), local memory from the cubin (Triton's ``n_spills`` is local bytes / 4),
-shared memory (Triton's dynamic request plus the cubin's static), and checks of the PTX
-against what the kernels' design assumes (see ``ptx_problems``).
+Per compiled kernel: registers, stack frame, local and static shared bytes read off the
+cubin (``cuobjdump -res-usage``: what the driver reports for it; on a GPU Triton's
+``n_spills`` is the driver's local-memory size / 4), spill stores and loads from
+ptxas's own -v log of the compile that made the cubin (Triton runs ptxas with -v and
+deletes the log; it is kept here), shared memory (Triton's dynamic request plus the
+cubin's static), and checks of the PTX against what the kernels' design assumes (see
+``ptx_problems``).  Results are kept between runs (``result_cache_dir``), keyed on the
+kernels' source, the specialization, the toolchain and this file.
 
     python bench/bench_compile.py                 # every specialization, both archs
     python bench/bench_compile.py --notes         # ... and rewrite the table in bench/NOTES.md

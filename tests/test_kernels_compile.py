@@ -4,10 +4,13 @@ assumes: checked on a machine with no GPU, so that a GPU's first minutes are not
 a kernel that does not compile.  The interpreter the other tests run the kernels in accepts
 code the compiler rejects and says nothing about the machine code.
 
-bench/bench_compile.py does the work (one worker process per arch, each recording the
-launches of the public ops and of a small search step, then compiling each distinct
-specialization); ``python bench/bench_compile.py --notes`` regenerates the table of
-registers, spills and shared memory in bench/NOTES.md from the same run.
+bench/bench_compile.py does the work: a worker process records the launches of the public
+ops and of a small search step, then compiles the ``bounds`` set of their
+specializations (every dtype and option; COUNT-like constexprs at their extremes) for
+both archs in a pool of processes.  Results are kept between runs, keyed on the kernels'
+source and the toolchain, so an unchanged kernel is not compiled twice;
+FASTDARTS_COMPILE_CACHE=0 compiles everything.  ``python bench/bench_compile.py --notes``
+regenerates the table of registers, spills and shared memory in bench/NOTES.md.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ def _why_no_nvidia_backend() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_why_no_nvidia_backend() is not None,
-                                reason=str(_why_no_nvidia_backend()))
+pytestmark = [pytest.mark.skipif(_why_no_nvidia_backend() is not None,
+                                 reason=str(_why_no_nvidia_backend())),
+              pytest.mark.slow]  # cold: ~130-160 s of CPU; warm (results cached): ~15 s
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,8 @@ def _ok(report):
 
 
 def _where(r) -> str:
-    return f"{r['kernel']} sm_{r['arch']} {r['dtype']} {r['constexprs']}"
+    pointers = " ".join(t for t in r["signature"].values() if t.startswith("*"))
+    return f"{r['kernel']} sm_{r['arch']} {r['dtype']} {r['constexprs']} ({pointers})"
 
 
 def test_every_target_compiled(report):
