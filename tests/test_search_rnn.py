@@ -84,5 +84,5 @@ def test_cli_search_rnn_and_ptb_errors(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "r" / "genotype.json").exists() and (tmp_path / "r" / "recurrent.dot").exists()
     assert "Genotype(recurrent=" in capsys.readouterr().out
-    rc = cli.main(["search", "rnn", "--data", str(tmp_path / "nothing"), "--save", str(tmp_path / "r")])
+    rc = cli.main(["search", "rnn", "--data", str(tmp_path / "nothing"), "--save", str(tmp_path / "r2")])
     assert rc == 2 and "ptb.train.txt" in capsys.readouterr().err
