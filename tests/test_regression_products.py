@@ -28,17 +28,13 @@ from fastdarts.regression.search import (
 )
 from fastdarts.regression.symbolic import count_constants, round_constants
 
+from .helpers import one_thread  # noqa: F401  (autouse fixture)
+
 # primitives whose sympy forms numpy can evaluate (no ReLU/logistic classes)
 PRIMS = ("none", "add", "subtract", "mult", "linear", "linear_exp", "linear_sin", "ln", "reciprocal",
          "square", "power", "shifted_power")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _graph(n_in, num_nodes, seed, prims=PRIMS, node_types=("sum", "product")):
