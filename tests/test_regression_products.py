@@ -311,6 +311,57 @@ def test_fewest_constants_wins_within_noise_and_only_there():
     assert _selector(exact, n).best() == (1,)
 
 
+class _FakeSelector(CandidateSelector):
+    """Local search over made-up losses: ``loss_of(choice)``; records the expansions."""
+
+    def __init__(self, loss_of, dof_of=lambda c: 2, n_val=20):
+        x = torch.zeros(n_val, 1)
+        super().__init__(None, (x, x), (x, x), 10, 1.0, 1.0, constants=lambda g: 0)
+        self.loss_of, self.dof_of, self.starts = loss_of, dof_of, []
+
+    def evaluate(self, source, choice, init=None):
+        if init is not None and (not self.starts or self.starts[-1] != init.choice):
+            self.starts.append(init.choice)
+        if choice not in self.results:
+            loss, dof = self.loss_of(choice), self.dof_of(choice)
+            score = 20 * math.log(max(loss, EXACT)) + dof * math.log(20)
+            self.results[choice] = (score, loss, dof, SimpleNamespace(choice=choice, output_type="real"))
+        return self.results[choice][0]
+
+
+def _fake_sources(node_types):
+    return {(): SimpleNamespace(edge_sources=lambda: [(0, 0), (0, 1)], primitives=("a", "b", "c", "d"),
+                                node_types=node_types, num_nodes=1)}
+
+
+def test_local_search_stops_once_an_exact_best_was_expanded():
+    # two exact graphs, the second one change from the first and simpler (edge 1: none)
+    exact = {(2, 1, 1): 1e-20, (2, 0, 1): 1e-25}
+
+    def loss_of(c):
+        return exact.get(c, 0.1 + 0.001 * (8 * c[0] + 2 * c[1] + c[2]))
+
+    sel = _FakeSelector(loss_of, dof_of=lambda c: 1 if c == (2, 0, 1) else 2)
+    sel.evaluate(None, (1, 1, 0))
+    best = sel.local_search(_fake_sources(("sum", "product")), 20)
+    assert best in exact
+    # (1, 1, 0); the best product graph (1, 1, 1), which finds (2, 1, 1); it, which
+    # finds (2, 0, 1); and (2, 0, 1): then every exact best has been expanded
+    assert sel.starts == [(1, 1, 0), (1, 1, 1), (2, 1, 1), (2, 0, 1)]
+
+
+def test_local_search_expands_one_of_graphs_that_fit_alike():
+    def loss_of(c):  # a and b on edge 0 fit alike (a sign the read-out absorbs, say)
+        return 0.1 + (0.0 if c[0] in (0, 1) else 0.01 * c[0]) + 0.001 * c[1]
+
+    sel = _FakeSelector(loss_of)
+    for c in ((0, 0, 0), (1, 0, 0), (2, 0, 0)):
+        sel.evaluate(None, c)
+    sel.local_search(_fake_sources(("sum",)), 2)
+    assert sel.starts[0] == (0, 0, 0) and sel.starts[1] != (1, 0, 0)
+    assert len(sel.starts) == 2
+
+
 # -- the estimator ---------------------------------------------------------------------------
 # Shorter searches over fewer primitives than the defaults, so that a fit takes a
 # few seconds; bench/bench_regressor.py runs the same laws with the defaults.
