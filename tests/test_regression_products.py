@@ -27,18 +27,11 @@ from fastdarts.regression.search import (
     prune_constant_terms,
 )
 from fastdarts.regression.symbolic import count_constants, round_constants
+from tests.test_regressor import _one_thread  # noqa: F401  (the same autouse fixture: one torch thread)
 
 # primitives whose sympy forms numpy can evaluate (no ReLU/logistic classes)
 PRIMS = ("none", "add", "subtract", "mult", "linear", "linear_exp", "linear_sin", "ln", "reciprocal",
          "square", "power", "shifted_power")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _graph(n_in, num_nodes, seed, prims=PRIMS, node_types=("sum", "product")):
@@ -417,7 +410,7 @@ def test_no_fitted_term_is_constant_over_the_training_inputs():
     for e, t in enumerate(terms):
         if t is not None:
             i = net.edge_sources()[e][0]
-            assert float(t.std()) * abs(float(net.weight[0, i])) > 1e-4 * scale, (e, est.equation())
+            assert float(t.std()) * abs(net.weight[0, i].item()) > 1e-4 * scale, (e, est.equation())
 
 
 def test_new_parameters_are_validated_and_kept_on_refit():
@@ -469,3 +462,20 @@ def test_product_nodes_work_with_every_search_option(kw):
     pred = est.predict(X)
     assert pred.shape == (40, 2) and np.isfinite(pred).all()
     assert est.equation().count("\n") == 1
+
+
+def test_a_node_with_one_term_is_reported_as_a_sum():
+    rng = np.random.default_rng()
+    X = rng.uniform(-2, 2, (60, 1))
+    y = 3 * np.sin(2 * X[:, 0]) + 1
+    for seed in range(3):
+        est = DARTSRegressor(max_epochs=20, restarts=1, local_search=1, random_state=seed,
+                             primitives=("none", "add", "linear_sin")).fit(X, y)
+        assert est.architecture_ == ("linear_sin",) and est.node_types_ == ("sum",)
+    net = EquationGraph(2, 1, 1, ("none", "add"), node_types=("sum", "product")).fix([1, 0, 1])
+    x = torch.rand(10, 2)
+    before = net(x)
+    assert net.canonicalize_node_types().node_kind(0) == "sum"
+    torch.testing.assert_close(net(x), before)
+    net.fix([1, 1, 1])  # two factors: a real product stays one
+    assert net.canonicalize_node_types().node_kind(0) == "product"
