@@ -35,8 +35,6 @@ PRIMS = ("none", "add", "subtract", "mult", "linear", "linear_exp", "linear_sin"
          "square", "power", "shifted_power")
 
 
-
-
 def _graph(n_in, num_nodes, seed, prims=PRIMS, node_types=("sum", "product")):
     gen = torch.Generator().manual_seed(seed)
     net = EquationGraph(n_in, 1, num_nodes, prims, node_types=node_types, generator=gen, dtype=torch.float64)
@@ -307,6 +305,57 @@ def test_fewest_constants_wins_within_noise_and_only_there():
     assert _selector(exact, n).best() == (1,)
 
 
+class _FakeSelector(CandidateSelector):
+    """Local search over made-up losses: ``loss_of(choice)``; records the expansions."""
+
+    def __init__(self, loss_of, dof_of=lambda c: 2, n_val=20):
+        x = torch.zeros(n_val, 1)
+        super().__init__(None, (x, x), (x, x), 10, 1.0, 1.0, constants=lambda g: 0)
+        self.loss_of, self.dof_of, self.starts = loss_of, dof_of, []
+
+    def evaluate(self, source, choice, init=None):
+        if init is not None and (not self.starts or self.starts[-1] != init.choice):
+            self.starts.append(init.choice)
+        if choice not in self.results:
+            loss, dof = self.loss_of(choice), self.dof_of(choice)
+            score = 20 * math.log(max(loss, EXACT)) + dof * math.log(20)
+            self.results[choice] = (score, loss, dof, SimpleNamespace(choice=choice, output_type="real"))
+        return self.results[choice][0]
+
+
+def _fake_sources(node_types):
+    return {(): SimpleNamespace(edge_sources=lambda: [(0, 0), (0, 1)], primitives=("a", "b", "c", "d"),
+                                node_types=node_types, num_nodes=1)}
+
+
+def test_local_search_stops_once_an_exact_best_was_expanded():
+    # two exact graphs, the second one change from the first and simpler (edge 1: none)
+    exact = {(2, 1, 1): 1e-20, (2, 0, 1): 1e-25}
+
+    def loss_of(c):
+        return exact.get(c, 0.1 + 0.001 * (8 * c[0] + 2 * c[1] + c[2]))
+
+    sel = _FakeSelector(loss_of, dof_of=lambda c: 1 if c == (2, 0, 1) else 2)
+    sel.evaluate(None, (1, 1, 0))
+    best = sel.local_search(_fake_sources(("sum", "product")), 20)
+    assert best in exact
+    # (1, 1, 0); the best product graph (1, 1, 1), which finds (2, 1, 1); it, which
+    # finds (2, 0, 1); and (2, 0, 1): then every exact best has been expanded
+    assert sel.starts == [(1, 1, 0), (1, 1, 1), (2, 1, 1), (2, 0, 1)]
+
+
+def test_local_search_expands_one_of_graphs_that_fit_alike():
+    def loss_of(c):  # a and b on edge 0 fit alike (a sign the read-out absorbs, say)
+        return 0.1 + (0.0 if c[0] in (0, 1) else 0.01 * c[0]) + 0.001 * c[1]
+
+    sel = _FakeSelector(loss_of)
+    for c in ((0, 0, 0), (1, 0, 0), (2, 0, 0)):
+        sel.evaluate(None, c)
+    sel.local_search(_fake_sources(("sum",)), 2)
+    assert sel.starts[0] == (0, 0, 0) and sel.starts[1] != (1, 0, 0)
+    assert len(sel.starts) == 2
+
+
 # -- the estimator ---------------------------------------------------------------------------
 # Shorter searches over fewer primitives than the defaults, so that a fit takes a
 # few seconds; bench/bench_regressor.py runs the same laws with the defaults.
@@ -362,7 +411,7 @@ def test_no_fitted_term_is_constant_over_the_training_inputs():
     for e, t in enumerate(terms):
         if t is not None:
             i = net.edge_sources()[e][0]
-            assert float(t.std()) * abs(float(net.weight[0, i])) > 1e-4 * scale, (e, est.equation())
+            assert float(t.std()) * abs(net.weight[0, i].item()) > 1e-4 * scale, (e, est.equation())
 
 
 def test_new_parameters_are_validated_and_kept_on_refit():
@@ -414,3 +463,20 @@ def test_product_nodes_work_with_every_search_option(kw):
     pred = est.predict(X)
     assert pred.shape == (40, 2) and np.isfinite(pred).all()
     assert est.equation().count("\n") == 1
+
+
+def test_a_node_with_one_term_is_reported_as_a_sum():
+    rng = np.random.default_rng()
+    X = rng.uniform(-2, 2, (60, 1))
+    y = 3 * np.sin(2 * X[:, 0]) + 1
+    for seed in range(3):
+        est = DARTSRegressor(max_epochs=20, restarts=1, local_search=1, random_state=seed,
+                             primitives=("none", "add", "linear_sin")).fit(X, y)
+        assert est.architecture_ == ("linear_sin",) and est.node_types_ == ("sum",)
+    net = EquationGraph(2, 1, 1, ("none", "add"), node_types=("sum", "product")).fix([1, 0, 1])
+    x = torch.rand(10, 2)
+    before = net(x)
+    assert net.canonicalize_node_types().node_kind(0) == "sum"
+    torch.testing.assert_close(net(x), before)
+    net.fix([1, 1, 1])  # two factors: a real product stays one
+    assert net.canonicalize_node_types().node_kind(0) == "product"

@@ -374,7 +374,7 @@ class DARTSRegressor(RegressorMixin, BaseEstimator):
             order = sorted(selector.results, key=lambda c: selector.results[c][0])
             selector.prune(sources, dict.fromkeys(selector.contenders() + order[:3]))
         best = selector.best()
-        model = selector.results[best][3]
+        model = selector.results[best][3].canonicalize_node_types()
         # final fit on every sample, with the full iteration count
         fit_coefficients(model, *all64, int(self.param_updates_for_sampled_model))
         self.network_ = sources.get(best, sources[min(sources, key=lambda c: selector.results[c][0])])

@@ -164,6 +164,17 @@ class EquationGraph(nn.Module):
         """The discrete architecture as one tuple: E primitive indices, N node types."""
         return tuple(int(c) for c in self.fixed) + tuple(int(c) for c in self.fixed_nodes)
 
+    def canonicalize_node_types(self) -> EquationGraph:
+        """Give every node with exactly one used edge the first allowed type: a
+        sum and a product of one term are the same function, and "product" on
+        3 sin(2 x1) + 1 reads as if something were multiplied (returns self)."""
+        used = [0] * self.num_nodes
+        for (i, _), k in zip(self.edge_sources(), self.fixed.tolist()):
+            used[i] += not PRIMITIVES[self.primitives[k]].zero
+        self.fixed_nodes = torch.as_tensor([0 if u == 1 else int(t) for u, t in zip(used, self.fixed_nodes)],
+                                           dtype=torch.long)
+        return self
+
     def node_kind(self, i: int) -> str:
         """"sum" or "product": node i's type in the discrete form."""
         return self.node_types[int(self.fixed_nodes[i]) if self.fixed_nodes is not None else 0]

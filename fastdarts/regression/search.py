@@ -513,10 +513,10 @@ class CandidateSelector:
             # -x1 * f(x2) and 0.7 x1 * f(x2) fit to the same loss (the read-out
             # weight takes the sign and scale), and their single changes repeat each
             # other's, so expanding all three spent the budget on one neighbourhood.
+            # Exact fits all have the same loss and are told apart by structure.
             loss = self.results[c][1]
-            return c not in expanded and not any(
-                c[E:] == x[E:] and abs(loss - self.results[x][1]) <= SAME_LOSS * max(loss, EXACT)
-                for x in expanded)
+            return c not in expanded and (loss <= EXACT or not any(
+                c[E:] == x[E:] and abs(loss - self.results[x][1]) <= SAME_LOSS * loss for x in expanded))
 
         for r in range(expansions):
             order = self._order()
