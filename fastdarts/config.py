@@ -117,6 +117,25 @@ def check_device(device: Any, flag: str | None = None) -> None:
                               f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
 
 
+# -- the settings every run has (one definition; each config lists them by name) -------
+def device_setting():
+    return setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
+
+
+def resume_setting():
+    return setting(None, "checkpoint.pt to resume from")
+
+
+def trust_checkpoint_setting():
+    return setting(False, "load --resume with full pickle, which can run code: "
+                   "only a checkpoint you trust (e.g. one of an older fastdarts)")
+
+
+def overwrite_setting(what: str):
+    return setting(False, f"replace the results of an earlier {what} in --save (without it, "
+                   "a directory holding them is refused)")
+
+
 def _base_type(f: dataclasses.Field) -> type:
     """int/float/str/bool of a field annotated ``int``, ``int | None``, ``str | Genotype``..."""
     name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")

@@ -11,7 +11,14 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..config import check_channels_last, setting
+from ..config import (
+    check_channels_last,
+    device_setting,
+    overwrite_setting,
+    resume_setting,
+    setting,
+    trust_checkpoint_setting,
+)
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Engine
@@ -58,12 +65,10 @@ class CNNSearchConfig:
     arch_weight_decay: float = setting(1e-3, "architecture weight decay", bounds="[0, inf)")
     impl: str = setting("fused", "fused (fastdarts.nn + fastdarts.Architect) or the reference port",
                         choices=("fused", "reference"))
-    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
-    resume: str | None = setting(None, "checkpoint.pt to resume from")
-    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
-                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
-    overwrite: bool = setting(False, "replace the results of an earlier search in --save (without it, "
-                              "a directory holding them is refused)")
+    device: str | None = device_setting()
+    resume: str | None = resume_setting()
+    trust_checkpoint: bool = trust_checkpoint_setting()
+    overwrite: bool = overwrite_setting("search")
     cuda_graph: bool = setting(False, "capture each search step in a CUDA graph")
     channels_last: bool = setting(False, "channels_last memory format")
     amp: str = setting("none", "bfloat16 autocast for every forward (weights, alphas and losses "

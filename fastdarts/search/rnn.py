@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..config import setting
+from ..config import device_setting, overwrite_setting, resume_setting, setting, trust_checkpoint_setting
 from ..data import Corpus, batchify, get_batch, pydoc_corpus
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Callback, Engine
@@ -66,12 +66,10 @@ class RNNSearchConfig:
     arch_lr: float = setting(3e-3, "architecture learning rate (Adam)", bounds="[0, inf)")
     impl: str = setting("fused", "fused (fastdarts.nn + fastdarts.Architect) or the reference port",
                         choices=("fused", "reference"))
-    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
-    resume: str | None = setting(None, "checkpoint.pt to resume from")
-    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
-                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
-    overwrite: bool = setting(False, "replace the results of an earlier search in --save (without it, "
-                              "a directory holding them is refused)")
+    device: str | None = device_setting()
+    resume: str | None = resume_setting()
+    trust_checkpoint: bool = trust_checkpoint_setting()
+    overwrite: bool = overwrite_setting("search")
     quiet: bool = setting(False, "print nothing")
     eval_batch_size: int = setting(10, "validation batch size", cli=False, bounds="[1, inf)")
     max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25, bounds="[1, inf)")

@@ -27,7 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..config import check_channels_last, refuse_overwrite, setting
+from ..config import (
+    check_channels_last,
+    device_setting,
+    overwrite_setting,
+    refuse_overwrite,
+    resume_setting,
+    setting,
+    trust_checkpoint_setting,
+)
 from ..data import DatasetError, DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as cb
 from ..loop.engine import Callback, Engine
@@ -82,12 +90,10 @@ class CNNTrainConfig:
     grad_clip: float = setting(5.0, "gradient clipping norm", bounds="[0, inf)")
     bf16: bool = setting(False, "bfloat16 autocast (CUDA or CPU)")
     channels_last: bool = setting(False, "channels_last memory format")
-    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
-    resume: str | None = setting(None, "checkpoint.pt to resume from")
-    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
-                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
-    overwrite: bool = setting(False, "replace the results of an earlier training run in --save "
-                              "(without it, a directory holding them is refused)")
+    device: str | None = device_setting()
+    resume: str | None = resume_setting()
+    trust_checkpoint: bool = trust_checkpoint_setting()
+    overwrite: bool = overwrite_setting("training run")
     quiet: bool = setting(False, "print nothing")
     max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)", bounds="[1, inf)")
     eval_batch_size: int = setting(256, "test batch size", cli=False, bounds="[1, inf)")

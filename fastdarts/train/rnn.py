@@ -34,7 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import config, distributed
-from ..config import refuse_overwrite, setting
+from ..config import (
+    device_setting,
+    overwrite_setting,
+    refuse_overwrite,
+    resume_setting,
+    setting,
+    trust_checkpoint_setting,
+)
 from ..data import Corpus, DatasetError, batchify, get_batch, pydoc_corpus
 from ..loop import callbacks as cb
 from ..loop.engine import Callback, Engine
@@ -95,12 +102,10 @@ class RNNTrainConfig:
     max_seq_len_delta: int = setting(20, "largest sequence length beyond bptt", bounds="[0, inf)")
     eval_batch_size: int = setting(10, "validation batch size", bounds="[1, inf)")
     test_batch_size: int = setting(1, "test batch size", small=10, bounds="[1, inf)")
-    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda if available)")
-    resume: str | None = setting(None, "checkpoint.pt to resume from")
-    trust_checkpoint: bool = setting(False, "load --resume with full pickle, which can run code: "
-                                     "only a checkpoint you trust (e.g. one of an older fastdarts)")
-    overwrite: bool = setting(False, "replace the results of an earlier training run in --save "
-                              "(without it, a directory holding them is refused)")
+    device: str | None = device_setting()
+    resume: str | None = resume_setting()
+    trust_checkpoint: bool = trust_checkpoint_setting()
+    overwrite: bool = overwrite_setting("training run")
     quiet: bool = setting(False, "print nothing")
     max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25, bounds="[1, inf)")
 
