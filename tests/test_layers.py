@@ -18,7 +18,7 @@ FLOORS = {
     "backends": 2, "ops": 2, "reference": 2, "functional": 2, "config": 2,
     "nn": 3, "architect": 3, "flat_buffers": 3,
     "step": 4, "rnn_step": 4, "distributed": 4, "regression": 4,
-    "loop": 5,
+    "loop": 5, "methods": 5,
     "search": 6, "train": 6, "profile": 6,
     "cli": 7, "__main__": 7,
 }

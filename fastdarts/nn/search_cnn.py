@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -197,8 +196,8 @@ class Network(_ref.Network):
         self._check_input(input)
         s0 = s1 = self.stem(input)
         relu_s0 = relu_s1 = None
-        weights_normal = F.softmax(self.alphas_normal, dim=-1)
-        weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        weights_normal = self.arch_weights(self.alphas_normal)
+        weights_reduce = self.arch_weights(self.alphas_reduce)
         batched_cells = [c.why_not_batched() is None for c in self.cells]
         stats = batched.BatchNormStats() if any(batched_cells) else None
         wb = {}  # each cell type's weights in state order, once per forward

@@ -28,6 +28,8 @@ class ArchitectureUpdate(Callback):
         if getattr(e, "fused_step", None) is not None:
             return  # the captured/fused step does the architecture update itself
         xv, yv = next(e.valid_iter)
+        if e.epoch < getattr(e, "arch_start_epoch", 0):
+            return  # warm-up: the weights alone (PC-DARTS draws the batch and skips the step)
         x, y = e.batch
         e.architect.step(x, y, xv, yv, e.lr, e.optimizer, e.unrolled)
 

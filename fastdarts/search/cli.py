@@ -61,8 +61,17 @@ def _search_only_flags(p) -> None:
 
 def cnn_config(a) -> CNNSearchConfig:
     """The CNNSearchConfig of ``fastdarts search cnn``'s flags (also used by profile):
-    the original's sizes with --data, the small embedded-default sizes without."""
-    return config.from_args(CNNSearchConfig, a, small=a.data is None, device=config.device_of(a))
+    the original's sizes with --data, the small embedded-default sizes without; with
+    --method, the method's published defaults for every flag not given."""
+    from .. import methods
+
+    small = a.data is None
+    method = getattr(a, "method", None) or "darts"
+    published = {k: v for k, v in methods.method_defaults(method, small).items()
+                 if getattr(a, k, None) is None}
+    cfg = config.from_args(CNNSearchConfig, a, small=small, device=config.device_of(a), **published)
+    methods.get(cfg.method).validate(cfg)
+    return cfg
 
 
 def rnn_config(a) -> RNNSearchConfig:

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .. import distributed
+from .. import distributed, methods
 from ..config import (
+    ConfigError,
     check_channels_last,
     device_setting,
     overwrite_setting,
@@ -19,6 +20,8 @@ from ..config import (
     setting,
     trust_checkpoint_setting,
 )
+from ..config import defaults as config_defaults
+from ..config import validate as validate_config
 from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Engine
@@ -75,6 +78,18 @@ class CNNSearchConfig:
                        "stay float32; fused only)", choices=("none", "bf16"))
     quiet: bool = setting(False, "print nothing")
     max_steps_per_epoch: int | None = setting(None, "cut epochs short (tests, smoke runs)", bounds="[1, inf)")
+
+    # -- the search method (fastdarts/methods; README, "Methods") -------------------------
+    method: str = setting("darts", "search method: darts, or a descendant (pc-darts, fair-darts, "
+                          "darts-, sdarts-rs); its published defaults apply to the flags not given")
+    arch_start_epoch: int = setting(0, "first epoch with architecture steps (the weights alone "
+                                    "train before it; PC-DARTS: 15)", bounds="[0, inf)")
+
+    # -- PC-DARTS settings --
+
+    # -- FairDARTS, DARTS-, SDARTS-RS and R-DARTS settings --
+
+    # -- search spaces and op sets --
 
 
 class CNNSearch(Engine):
@@ -141,6 +156,11 @@ def shard(data, rank: int, world_size: int):
 def build(cfg: CNNSearchConfig, callbacks=()):
     """Everything a search needs, from the config; returns the engine (not yet run)."""
     outputs.check_save_dir(cfg)  # before anything is written
+    method = methods.get(cfg.method)
+    method.validate(cfg)
+    if cfg.arch_start_epoch and cfg.cuda_graph:
+        raise ConfigError("--arch_start_epoch needs eager steps (the captured step always updates "
+                          "the architecture); drop --cuda_graph")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_channels_last(cfg.channels_last, device)
     if device.type == "cuda":
@@ -162,7 +182,10 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     valid = DeviceLoader(a_half, cfg.batch_size, device, augment=True, seed=cfg.seed + 1,
                          channels_last=cfg.channels_last)
     Network, Architect = model_classes("cnn", cfg.impl)
-    model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
+    if method.build_model is not None:
+        model = method.build_model(cfg, data.num_classes, nn.CrossEntropyLoss()).to(device)
+    else:
+        model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.amp != "none":
@@ -189,7 +212,8 @@ def build(cfg: CNNSearchConfig, callbacks=()):
            cb.ArchitectureUpdate(), loop_cb.TrainMetrics(), loop_cb.Validation(evaluate),
            cb.Logger(cfg.report_freq, quiet=cfg.quiet), outputs.GenotypeLog(cfg.save),
            outputs.CellDrawing(cfg.save, quiet=cfg.quiet), outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
-           loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save), *callbacks]
+           loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save),
+           *(method.callbacks(cfg) if method.callbacks is not None else ()), *callbacks]
     if fused_step is None and cfg.grad_clip:
         cbs.append(loop_cb.GradClip(cfg.grad_clip))
     if world_size > 1:
@@ -208,11 +232,29 @@ def build(cfg: CNNSearchConfig, callbacks=()):
                                       "save", "device", "epochs")}
     engine.config_key["data"] = data.name
     engine.num_classes = data.num_classes  # the summary's chance level
+    engine.method = method
+    engine.arch_start_epoch = cfg.arch_start_epoch
     if world_size > 1:  # the shards, hence the search, depend on it
         engine.config_key["world_size"] = world_size
     if cfg.resume:
         restore(engine, load_checkpoint(cfg.resume, trust=cfg.trust_checkpoint), cfg.resume)
     return engine
+
+
+def method_config(method: str = "darts", *, small: bool | None = None, **given) -> CNNSearchConfig:
+    """A CNNSearchConfig for ``method`` (the Python API's ``--method``): the settings in
+    ``given`` win, then the method's published defaults, then DARTS'.  ``small`` (default:
+    no ``data`` given) starts from the embedded demo's sizes.  ConfigError for an unknown
+    method, a setting out of range or a combination the method cannot run."""
+    small = given.get("data") is None if small is None else small
+    values = config_defaults(CNNSearchConfig, small)
+    values.update(methods.method_defaults(method, small))
+    values.update(given)
+    values["method"] = method
+    cfg = CNNSearchConfig(**values)
+    validate_config(cfg)
+    methods.get(method).validate(cfg)
+    return cfg
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16}  # float16 would need loss scaling (its gradients underflow)

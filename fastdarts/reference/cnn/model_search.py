@@ -169,13 +169,18 @@ class Network(ArchTensorsFollowModel, nn.Module):
     def forward(self, input):
         self._check_input(input)
         s0 = s1 = self.stem(input)
-        weights_normal = F.softmax(self.alphas_normal, dim=-1)
-        weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        weights_normal = self.arch_weights(self.alphas_normal)
+        weights_reduce = self.arch_weights(self.alphas_reduce)
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal
             s0, s1 = s1, cell(s0, s1, weights)
         out = self.global_pooling(s1)
         return self.classifier(out.view(out.size(0), -1))
+
+    def arch_weights(self, alpha):
+        """The op weights of each edge from its alpha row: softmax, as in DARTS (the
+        hook a search method overrides, e.g. FairDARTS' sigmoid; fastdarts.methods)."""
+        return F.softmax(alpha, dim=-1)
 
     def _loss(self, input, target):
         logits = self(input)
@@ -185,9 +190,9 @@ class Network(ArchTensorsFollowModel, nn.Module):
     def genotype(self):
         concat = list(range(2 + self._steps - self._multiplier, self._steps + 2))
         return Genotype(
-            normal=parse_cnn(F.softmax(self.alphas_normal, dim=-1).detach().cpu().numpy(), self._steps),
+            normal=parse_cnn(self.arch_weights(self.alphas_normal).detach().cpu().numpy(), self._steps),
             normal_concat=concat,
-            reduce=parse_cnn(F.softmax(self.alphas_reduce, dim=-1).detach().cpu().numpy(), self._steps),
+            reduce=parse_cnn(self.arch_weights(self.alphas_reduce).detach().cpu().numpy(), self._steps),
             reduce_concat=concat,
         )
 
