@@ -78,3 +78,11 @@ register(Method(
     paper="Liu, Simonyan and Yang, ICLR 2019",
     summary="softmax-weighted mixed ops; first or second order (--unrolled)",
 ))
+
+
+# -- the built-in descendants: each module registers its method when imported --
+# pc-darts:
+
+# fair-darts, darts-:
+
+# sdarts-rs, r-darts:

@@ -87,7 +87,9 @@ class CNNSearchConfig:
 
     # -- PC-DARTS settings --
 
-    # -- FairDARTS, DARTS-, SDARTS-RS and R-DARTS settings --
+    # -- FairDARTS and DARTS- settings --
+
+    # -- SDARTS-RS and R-DARTS settings --
 
     # -- search spaces and op sets --
 
