@@ -106,8 +106,15 @@ def test_cnn_first_order_compare_every_backend(tmp_path):
     from fastdarts import available_backends, backends
 
     before = backends.get_requested()
-    rep = run_profile("cnn", _cnn(tmp_path), warmup=0, steps=2, compare=True, ops=False)
+    heard = []
+    rep = run_profile("cnn", _cnn(tmp_path), warmup=0, steps=2, compare=True, ops=False,
+                      log=heard.append)
     check_schema(rep)
+    # progress: per variant its name, the warm-up and each measured step, as they happen
+    for r in rep["variants"]:
+        at = heard.index(f"profiling {r['name']} ...")
+        assert heard[at + 1].startswith("  warm-up: 0 steps in ")
+        assert [m.split(":")[0] for m in heard[at + 2:at + 4]] == ["  step 1/2", "  step 2/2"]
     names = [r["name"] for r in rep["variants"]]
     assert names == ["reference"] + [f"fused[{b}]" for b in available_backends("cpu") if b != "triton"]
     assert rep["variants"][0]["speedup_vs_reference"] == 1.0

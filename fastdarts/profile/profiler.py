@@ -313,23 +313,28 @@ def _bisect(xs, t):
     return lo
 
 
-def profile_engine(engine, *, warmup: int = 3, steps: int = 10, ops: bool = True) -> dict:
+def profile_engine(engine, *, warmup: int = 3, steps: int = 10, ops: bool = True, log=None) -> dict:
     """Time ``steps`` instrumented and ``steps`` plain search steps of ``engine`` (built,
-    not run) after ``warmup`` steps; returns the variant's result dict (see schema)."""
+    not run) after ``warmup`` steps; returns the variant's result dict (see schema).
+    ``log(msg)``, if given, hears the progress: the warm-up, each measured step, the
+    profiled step."""
     device = engine.device
     driver = StepDriver(engine)
+    say = log or (lambda msg: None)
     try:
         fused = getattr(engine, "fused_step", None)
         if fused is not None and getattr(fused, "cuda_graph", False):
             warmup = max(warmup, fused.warmup + 2)  # eager warm-up, capture, one replay
+        t0 = time.perf_counter()
         for _ in range(warmup):
             driver.step(_Timeline(device, fine=False))
         _sync(device)
+        say(f"  warm-up: {warmup} steps in {time.perf_counter() - t0:.1f} s")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         per_phase = {p: [] for p in PHASES}
         plain, instrumented, exact = [], [], 0.0
-        for _ in range(steps):
+        for i in range(steps):
             t = driver.step(_Timeline(device, fine=True))
             ph = t.phases()
             total = t.total_ms()
@@ -338,10 +343,12 @@ def profile_engine(engine, *, warmup: int = 3, steps: int = 10, ops: bool = True
             for p, v in ph.items():
                 per_phase[p].append(v)
             plain.append(driver.step(_Timeline(device, fine=False)).total_ms())
+            say(f"  step {i + 1}/{steps}: {plain[-1]:.1f} ms (instrumented {total:.1f} ms)")
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         busy = {p: [0.0, 0] for p in PHASES}
         phase_peak: dict = {}
         if ops:
+            say("  one more step under torch.profiler (busy time, op counts; --no_ops skips it)")
             busy, phase_peak = _profile_one_step(driver, device)
     finally:
         driver.close()
@@ -444,7 +451,7 @@ def run_profile(space: str, cfg, *, warmup: int = 3, steps: int = 10, compare: b
                 log(f"profiling {v['name']} ...")
             engine = build(v["cfg"])
             device = engine.device
-            res = profile_engine(engine, warmup=warmup, steps=steps, ops=ops)
+            res = profile_engine(engine, warmup=warmup, steps=steps, ops=ops, log=log)
             rows.append({k: v[k] for k in ("name", "impl", "backend", "cuda_graph")} | res)
             del engine
             gc.collect()
