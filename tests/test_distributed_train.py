@@ -215,7 +215,7 @@ def _rnn_cfg(save, batch_size, **kw):
     from fastdarts.train import RNNTrainConfig
 
     base = dict(emsize=8, nhid=8, nhidlast=8, batch_size=batch_size, bptt=10, epochs=4, max_steps_per_epoch=3,
-                eval_batch_size=20, test_batch_size=10, save=str(save), quiet=True, seed=5, nonmono=1,
+                eval_batch_size=200, test_batch_size=200, save=str(save), quiet=True, seed=5, nonmono=1,
                 device="cpu")
     base.update(kw)
     return RNNTrainConfig(**base)

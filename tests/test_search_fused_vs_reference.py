@@ -137,7 +137,7 @@ def test_rnn_fused_search_follows_the_reference_step_by_step(tmp_path, float64, 
         trace = AlphaTrace()
         cfg = RNNSearchConfig(emsize=8, nhid=8, nhidlast=8, batch_size=4, bptt=6, epochs=epochs,
                               max_steps_per_epoch=12, save=str(tmp_path / f"{impl}{scale}"), quiet=True,
-                              impl=impl, eval_batch_size=4, dropout=0.0, dropouth=0.0, dropoutx=0.0,
+                              impl=impl, eval_batch_size=256, dropout=0.0, dropouth=0.0, dropoutx=0.0,
                               dropouti=0.0, dropoute=0.0, beta=1e-3, alpha=1e-3, unrolled=unrolled,
                               tied_embedding_step=tied)
         e = build_rnn(cfg, callbacks=[trace])

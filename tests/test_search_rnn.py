@@ -16,7 +16,7 @@ from fastdarts.search.rnn import RNNSearchConfig, build, search_rnn
 
 def _cfg(tmp_path, **kw):
     base = dict(emsize=8, nhid=8, nhidlast=8, batch_size=4, bptt=6, epochs=2, max_steps_per_epoch=3,
-                save=str(tmp_path / "run"), quiet=True, impl="reference", eval_batch_size=4,
+                save=str(tmp_path / "run"), quiet=True, impl="reference", eval_batch_size=256,
                 dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, beta=1e-3, alpha=1e-3)
     base.update(kw)
     return RNNSearchConfig(**base)

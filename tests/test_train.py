@@ -203,7 +203,7 @@ class ScriptedValidation(Callback):
 
 def _rnn_cfg(tmp_path, **kw):
     base = dict(emsize=8, nhid=8, nhidlast=8, batch_size=4, bptt=6, epochs=2, max_steps_per_epoch=2,
-                eval_batch_size=4, test_batch_size=10, save=str(tmp_path / "rnn"), quiet=True, seed=5)
+                eval_batch_size=256, test_batch_size=256, save=str(tmp_path / "rnn"), quiet=True, seed=5)
     base.update(kw)
     return RNNTrainConfig(**base)
 
