@@ -78,6 +78,8 @@ class TinyNetworkDarts(ArchTensorsFollowModel, nn.Module):
     -> logits [B, num_classes].
     """
 
+    alpha_kinds = ("nb201",)  # the search log's name for the one alpha tensor
+
     def __init__(self, C, N, max_nodes, num_classes, criterion, search_space="nb201",
                  affine=False, track_running_stats=False):
         super().__init__()
