@@ -289,3 +289,16 @@ def test_both_architects_step_the_nb201_supernet_alike(unrolled):
             assert_close(v, ref.state_dict()[k], 1e-10, 1e-12, k)
         else:
             assert torch.equal(v, before[k]), k  # the weights, bit for bit
+
+
+# ------------------------------------------------------------------ launches of a step
+def test_fused_nb201_step_launches_fewer_kernels_and_never_syncs():
+    from fastdarts.profile.launches import count_nb201_step
+
+    kw = dict(C=2, N=1, batch=2, hw=8, warmup=1, repeats=0)
+    ref = count_nb201_step("reference", False, **kw)
+    fused = count_nb201_step("fused", False, **kw)
+    assert fused["syncs"] == 0 and not fused["unknown_custom_ops"]
+    # per cell forward: 3 shared ReLUs + 3 mixed sums instead of 18 ReLUs and 60 mul/adds
+    assert fused["launches"] < 0.7 * ref["launches"], (fused["launches"], ref["launches"])
+    assert fused["calls"]["fastdarts.mixed_sum"] == 3 * 3 * 2  # 3 nodes x 3 cells, 2 forwards
