@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from fastdarts import architect as A
 from fastdarts.reference import cnn as ref_cnn
 from fastdarts.reference.cnn import nb201 as R
-from fastdarts.space import OPS, PRIMITIVES, get_op_set, op_set_names, register_op_set
+from fastdarts.space import OPS, PRIMITIVES, get_op_set, op_set_names, op_sets, register_op_set
 from fastdarts.space import nb201 as S
-from fastdarts.space import op_sets
 
 from .helpers import assert_close, cnn_args, one_thread  # noqa: F401  (autouse fixture)
 

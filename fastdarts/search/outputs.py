@@ -170,7 +170,8 @@ class CellDrawing(Callback):
             texts = {"recurrent": rnn_genotype_dot(genotype)}
         dot = shutil.which("dot")
         if not dot and not self.quiet:
-            print(f"info: {', '.join(texts)} cell{'s' if len(texts) > 1 else ''} written as DOT only: graphviz's dot is not installed "
+            cells = f"{', '.join(texts)} cell{'s' if len(texts) > 1 else ''}"
+            print(f"info: {cells} written as DOT only: graphviz's dot is not installed "
                   f"(apt install graphviz, or conda install graphviz); then dot -Tpng "
                   f"{os.path.join(self.save_dir, next(iter(texts)))}.dot -o "
                   f"{os.path.join(self.save_dir, next(iter(texts)))}.png", file=sys.stderr)

@@ -22,8 +22,8 @@ from .genotypes import (
     GenotypeError,
     RNNGenotype,
 )
-from .operations import OPS
 from .op_sets import get_op_set, op_set_names, register_op_set
+from .operations import OPS
 
 register_op_set("darts", {p: OPS[p] for p in PRIMITIVES})  # the 8 DARTS ops, alpha order
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .operations import Identity
 from .op_sets import register_op_set
+from .operations import Identity
 
 # alpha-column order = NB201's NAS_BENCH_201 list; 'none' first
 NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
