@@ -1,6 +1,7 @@
 """Benchmark (CPU, deterministic): estimated GPU kernel launches per full search step.
 
-Rows: CNN / RNN x first / second order x reference / fused.  Each row builds the
+Rows: CNN / RNN (NB201 too with --nb201, or alone with --only nb201) x first / second
+order x reference / fused.  Each row builds the
 search step as fastdarts/search/{cnn,rnn}.py runs it (architect step + weight step),
 takes 2 warm-up steps and counts the third with fastdarts.profile.launches.LaunchCounter
 (every dispatched op, views and metadata left out, launch rules in that module's
@@ -10,6 +11,7 @@ CPU ms = median of --repeats plain steps.  Then the top ops by launches of each 
     python bench/bench_launches.py                      # paper topology, tiny batch/image
     python bench/bench_launches.py --only cnn --json launches.json
     python bench/bench_launches.py --C 4 --layers 5 --emsize 32 --bptt 35
+    python bench/bench_launches.py --only nb201 --C 16 --cells_per_stage 5 --hw 16   # NAS-Bench-201
 
 Launch counts do not depend on the batch, the image size or emsize (checked); they
 do depend on --layers (CNN) and --bptt (RNN).
@@ -28,12 +30,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import versions  # noqa: E402
-from fastdarts.profile.launches import count_cnn_step, count_rnn_step  # noqa: E402
+from fastdarts.profile.launches import count_cnn_step, count_nb201_step, count_rnn_step  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("cnn", "rnn"), default=None)
+    ap.add_argument("--only", choices=("cnn", "rnn", "nb201"), default=None)
+    ap.add_argument("--nb201", action="store_true", help="add the NAS-Bench-201 rows to cnn and rnn")
+    ap.add_argument("--cells_per_stage", type=int, default=5, help="NB201 cells per stage (N)")
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--batch", type=int, default=2, help="CNN batch")
@@ -52,11 +56,14 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     rows = []
-    spaces = [a.only] if a.only else ["cnn", "rnn"]
+    spaces = [a.only] if a.only else ["cnn", "rnn"] + (["nb201"] if a.nb201 else [])
     for space in spaces:
         for unrolled in (False, True):
             for impl in ("reference", "fused"):
-                if space == "cnn":
+                if space == "nb201":
+                    r = count_nb201_step(impl, unrolled, C=a.C, N=a.cells_per_stage, batch=a.batch,
+                                         hw=a.hw, repeats=a.repeats, backend=a.backend)
+                elif space == "cnn":
                     r = count_cnn_step(impl, unrolled, C=a.C, layers=a.layers, batch=a.batch, hw=a.hw,
                                        memory=a.memory, repeats=a.repeats, backend=a.backend)
                 else:
@@ -72,7 +79,8 @@ def main(argv=None):
         r["saved_ratio"] = r["saved_bytes"] / b["saved_bytes"]
     print(f"# {datetime.date.today()}, {torch.get_num_threads()} threads, {versions()}; "
           f"backend {a.backend}; CNN C={a.C} layers={a.layers} batch={a.batch} {a.hw}x{a.hw}; "
-          f"RNN emsize=nhid={a.emsize} ntoken={a.ntoken} bptt={a.bptt} batch={a.rnn_batch}")
+          f"RNN emsize=nhid={a.emsize} ntoken={a.ntoken} bptt={a.bptt} batch={a.rnn_batch}; "
+          f"NB201 C={a.C} N={a.cells_per_stage}")
     print()
     print("| net | order | impl | ops | est. launches | x reference | host syncs "
           "| saved for backward MiB | x reference | CPU ms |")

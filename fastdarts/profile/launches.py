@@ -536,6 +536,39 @@ def count_cnn_step(impl: str, unrolled: bool, *, C: int = 16, layers: int = 8, b
     return _measure(step, model, architect, warmup=warmup, repeats=repeats, backend=backend)
 
 
+def count_nb201_step(impl: str, unrolled: bool, *, C: int = 16, N: int = 5, batch: int = 2,
+                     hw: int = 16, num_classes: int = 10, track_running_stats: bool = False,
+                     warmup: int = 2, repeats: int = 3, backend: str = "cuda", seed: int = 0) -> dict:
+    """Counts of one NAS-Bench-201 DARTS search step (``search cnn --space nb201``): the
+    step of :func:`count_cnn_step` on NB201's supernet (C, N cells per stage, 4 nodes, its
+    5 ops); ``impl`` reference (the plain-PyTorch port) or fused.  Returns the same dict."""
+    import torch.nn as nn
+
+    Network, Architect = _classes("nb201", impl)
+    torch.manual_seed(seed)
+    model = Network(C, N, 4, num_classes, nn.CrossEntropyLoss(),
+                    track_running_stats=track_running_stats)
+    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4,
+                                foreach=True)
+    architect = Architect(model, CNN_ARGS)
+    _gpu_default_foreach(architect)
+    g = torch.Generator().manual_seed(seed)
+    x, xv = torch.randn(batch, 3, hw, hw, generator=g), torch.randn(batch, 3, hw, hw, generator=g)
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+    yv = torch.randint(0, num_classes, (batch,), generator=g)
+
+    def step():
+        architect.step(x, y, xv, yv, 0.025, optimizer, unrolled)
+        model.train()
+        optimizer.zero_grad()
+        loss = model._criterion(model(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    return _measure(step, model, architect, warmup=warmup, repeats=repeats, backend=backend)
+
+
 def count_rnn_step(impl: str, unrolled: bool, *, emsize: int = 300, ntoken: int = 1000,
                    bptt: int = 35, batch: int = 4, warmup: int = 2, repeats: int = 3,
                    backend: str = "cuda", seed: int = 0, beta: float = 1e-3) -> dict:

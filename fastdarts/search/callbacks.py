@@ -48,8 +48,31 @@ class DataParallel(Callback):
         distributed.check_in_sync(e.model)
 
 
+def alpha_kinds(model) -> list[str]:
+    """The name of each alpha tensor: normal/reduce (DARTS CNN), recurrent (RNN), or the
+    model's own ``alpha_kinds`` (NB201: one "nb201" cell)."""
+    kinds = getattr(model, "alpha_kinds", None)
+    if kinds:
+        return list(kinds)
+    return ["normal", "reduce"] if len(model.arch_parameters()) == 2 else ["recurrent"]
+
+
+def op_columns(kind: str, model=None) -> list[str]:
+    """The op names of the alpha columns of ``kind`` (the model's ``op_names`` if it has them)."""
+    names = getattr(model, "op_names", None)
+    if names is not None:
+        return list(names)
+    return G.PRIMITIVES if kind in ("normal", "reduce") else G.RNN_PRIMITIVES
+
+
+def genotype_dict(model, genotype=None) -> dict:
+    """``G.to_dict`` of the model's genotype (with the op names of an NB201 cell)."""
+    genotype = model.genotype() if genotype is None else genotype
+    return G.to_dict(genotype, getattr(model, "op_names", None))
+
+
 def softmax_alphas(model) -> dict:
-    names = ["normal", "reduce"] if len(model.arch_parameters()) == 2 else ["recurrent"]
+    names = alpha_kinds(model)
     return {k: F.softmax(a.detach().float(), dim=-1).cpu().tolist()
             for k, a in zip(names, model.arch_parameters())}
 
@@ -67,7 +90,7 @@ def format_alphas(model, digits: int = 3) -> str:
     is usually it)."""
     out = []
     for kind, rows in softmax_alphas(model).items():
-        prims = G.PRIMITIVES if kind in ("normal", "reduce") else G.RNN_PRIMITIVES
+        prims = op_columns(kind, model)
         names = edge_names(kind, len(rows))
         width = max(digits + 3, *(len(short_op(p)) + 1 for p in prims))
         label = max(len(n) for n in names) + 2
@@ -152,7 +175,7 @@ class Logger(Callback):
             self.bar = None
         genotype = e.model.genotype()
         row = {"epoch": e.epoch, "lr": e.lr, **e.metrics, "seconds": time.perf_counter() - self.t_epoch,
-               "genotype": G.to_dict(genotype), "alphas": softmax_alphas(e.model)}
+               "genotype": genotype_dict(e.model, genotype), "alphas": softmax_alphas(e.model)}
         e.history.append(row)
         self._print(f"epoch {e.epoch + 1}/{e.epochs} lr={e.lr:.5f} {_kv(e.metrics)} "
                     f"seconds={row['seconds']:.1f}")

@@ -118,8 +118,10 @@ def _run(space: str, a) -> int:
         check_save_dir(cfg)
     if small and not a.quiet:
         if space == "cnn":
+            cells = (f"NAS-Bench-201 skeleton with {cfg.cells_per_stage} cell(s) per stage"
+                     if cfg.space == "nb201" else f"{cfg.layers} layers")
             print("no --data given: searching on the embedded default (scikit-learn digits, 16x16) "
-                  f"with C={cfg.init_channels}, {cfg.layers} layers, batch {cfg.batch_size}, "
+                  f"with C={cfg.init_channels}, {cells}, batch {cfg.batch_size}, "
                   f"{cfg.epochs} epochs")
         else:
             print("no --data given: searching on the embedded default (Python's help texts) with "

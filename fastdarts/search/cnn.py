@@ -27,6 +27,8 @@ from ..loop import callbacks as loop_cb
 from ..loop.engine import Engine
 from ..loop.state import seed_everything
 from ..space import genotypes as G
+from ..space import nb201
+from ..space.op_sets import get_op_set
 from . import callbacks as cb
 from . import outputs
 from .checkpoint import Checkpoint, load_checkpoint, restore
@@ -92,6 +94,15 @@ class CNNSearchConfig:
     # -- SDARTS-RS and R-DARTS settings --
 
     # -- search spaces and op sets --
+    space: str = setting("darts", "search space: darts (the DARTS CNN supernet) or nb201 "
+                         "(NAS-Bench-201's cell and skeleton, Dong and Yang 2020; DARTS only)",
+                         choices=("darts", "nb201"))
+    op_set: str | None = setting(None, "--space nb201: the candidate ops, a registered op set "
+                                 "(fastdarts.space.register_op_set; default nb201's 5 ops)")
+    cells_per_stage: int = setting(5, "--space nb201: search cells per stage (NB201: N=5)",
+                                   small=1, bounds="[1, inf)")
+    track_running_stats: bool = setting(False, "--space nb201: the cells' batch norms keep running "
+                                        "statistics (NB201's BN=1; default BN=0: batch statistics)")
 
 
 class CNNSearch(Engine):
@@ -160,6 +171,7 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     outputs.check_save_dir(cfg)  # before anything is written
     method = methods.get(cfg.method)
     method.validate(cfg)
+    check_space(cfg)
     if cfg.arch_start_epoch and cfg.cuda_graph:
         raise ConfigError("--arch_start_epoch needs eager steps (the captured step always updates "
                           "the architecture); drop --cuda_graph")
@@ -183,10 +195,17 @@ def build(cfg: CNNSearchConfig, callbacks=()):
                          channels_last=cfg.channels_last)
     valid = DeviceLoader(a_half, cfg.batch_size, device, augment=True, seed=cfg.seed + 1,
                          channels_last=cfg.channels_last)
-    Network, Architect = model_classes("cnn", cfg.impl)
-    if method.build_model is not None:
+    if cfg.space == "nb201":
+        check_nb201(cfg, data.images.shape[-2:])
+        Network, Architect = model_classes("nb201", cfg.impl)
+        model = Network(cfg.init_channels, cfg.cells_per_stage, nb201.MAX_NODES, data.num_classes,
+                        nn.CrossEntropyLoss(), cfg.op_set or "nb201",
+                        track_running_stats=cfg.track_running_stats).to(device)
+    elif method.build_model is not None:
+        Network, Architect = model_classes("cnn", cfg.impl)
         model = method.build_model(cfg, data.num_classes, nn.CrossEntropyLoss()).to(device)
     else:
+        Network, Architect = model_classes("cnn", cfg.impl)
         model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -232,6 +251,9 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     engine.config_key = {k: v for k, v in asdict(cfg).items()
                          if k not in ("resume", "trust_checkpoint", "overwrite", "quiet", "report_freq",
                                       "save", "device", "epochs")}
+    if cfg.space == "darts":  # settings of another space: kept out, so older checkpoints still resume
+        for k in ("space", "op_set", "cells_per_stage", "track_running_stats"):
+            engine.config_key.pop(k, None)
     engine.config_key["data"] = data.name
     engine.num_classes = data.num_classes  # the summary's chance level
     engine.method = method
@@ -241,6 +263,30 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     if cfg.resume:
         restore(engine, load_checkpoint(cfg.resume, trust=cfg.trust_checkpoint), cfg.resume)
     return engine
+
+
+def check_space(cfg: CNNSearchConfig) -> None:
+    """ConfigError (one line) for a search space the other settings cannot run."""
+    if cfg.space == "darts":
+        if cfg.op_set is not None:
+            raise ConfigError("--op_set applies to --space nb201 (the DARTS supernet keeps its 8 ops)")
+        return
+    if cfg.method != "darts":
+        raise ConfigError(f"--space nb201 runs --method darts only for now (got --method {cfg.method})")
+    if cfg.cuda_graph:
+        raise ConfigError("--space nb201 has no captured step yet; drop --cuda_graph")
+    try:
+        get_op_set(cfg.op_set or "nb201")
+    except ValueError as exc:
+        raise ConfigError(f"--op_set: {exc}") from None
+
+
+def check_nb201(cfg: CNNSearchConfig, image_hw) -> None:
+    """ConfigError unless the data's images fit the NB201 skeleton (two stride-2 blocks)."""
+    try:
+        nb201.check_image_size(int(image_hw[0]), int(image_hw[1]))
+    except ValueError as exc:
+        raise ConfigError(f"--space nb201: {exc}") from None
 
 
 def method_config(method: str = "darts", *, small: bool | None = None, **given) -> CNNSearchConfig:
@@ -256,6 +302,7 @@ def method_config(method: str = "darts", *, small: bool | None = None, **given) 
     cfg = CNNSearchConfig(**values)
     validate_config(cfg)
     methods.get(method).validate(cfg)
+    check_space(cfg)
     return cfg
 
 
@@ -301,5 +348,5 @@ def search_cnn(cfg: CNNSearchConfig, callbacks=()):
     engine.wall_seconds = time.perf_counter() - t0
     engine.genotype = engine.model.genotype()
     engine.save_dir = cfg.save
-    G.validate(engine.genotype)
+    G.validate(engine.genotype, getattr(engine.model, "op_names", None))
     return engine

@@ -6,7 +6,7 @@ import warnings
 
 
 def model_classes(space: str, impl: str):
-    """(search model class, Architect class) for ``space`` cnn|rnn and ``impl``
+    """(search model class, Architect class) for ``space`` cnn|rnn|nb201 and ``impl``
     fused (fastdarts.nn + fastdarts.Architect) or reference (the port of the original).
 
     If the fused classes cannot be imported (a partial install or checkout), says so
@@ -18,6 +18,10 @@ def model_classes(space: str, impl: str):
             from .. import nn as fused
             from ..architect import Architect
 
+            if space == "nb201":
+                from ..nn import nb201
+
+                return nb201.TinyNetworkDarts, Architect
             return (fused.Network if space == "cnn" else fused.RNNModelSearch), Architect
         except (ImportError, AttributeError) as exc:
             warnings.warn(f"the fused search classes are not importable ({type(exc).__name__}: {exc}); "
@@ -25,4 +29,6 @@ def model_classes(space: str, impl: str):
                           "impl='reference' to choose it explicitly)", RuntimeWarning, stacklevel=2)
     from ..reference import cnn, rnn
 
+    if space == "nb201":
+        return cnn.nb201.TinyNetworkDarts, cnn.Architect
     return (cnn.Network, cnn.Architect) if space == "cnn" else (rnn.RNNModelSearch, rnn.Architect)

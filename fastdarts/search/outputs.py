@@ -69,11 +69,50 @@ class GenotypeLog(Callback):
     def epoch_end(self, e):
         if distributed.is_rank0():
             with open(self.path, "a") as f:
-                f.write(json.dumps({"epoch": e.epoch, **G.to_dict(e.model.genotype())}) + "\n")
+                f.write(json.dumps({"epoch": e.epoch, **_genotype_dict(e.model)}) + "\n")
 
     def search_end(self, e):
         if distributed.is_rank0():
-            G.save_json(e.model.genotype(), os.path.join(self.save_dir, "genotype.json"))
+            genotype = e.model.genotype()
+            if isinstance(genotype, str):  # NB201: the architecture string, also as arch.txt
+                _write_json(_genotype_dict(e.model), os.path.join(self.save_dir, "genotype.json"))
+                with open(os.path.join(self.save_dir, "arch.txt"), "w") as f:
+                    f.write(genotype + "\n")
+            else:
+                G.save_json(genotype, os.path.join(self.save_dir, "genotype.json"))
+
+
+def _genotype_dict(model) -> dict:
+    return G.to_dict(model.genotype(), getattr(model, "op_names", None))
+
+
+def _write_json(d: dict, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(d, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def nb201_dot(arch: str) -> str:
+    """Graphviz DOT text of an NB201 cell from its architecture string: node 0 the
+    input, node 3 the output; 'none' edges are left out."""
+    from ..space import nb201
+
+    lines = ["digraph cell {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled"];',
+             '  "0" [fillcolor=darkseagreen2];', '  "1" [fillcolor=lightblue]; "2" [fillcolor=lightblue];',
+             '  "3" [fillcolor=palegoldenrod];']
+    for i, node in enumerate(nb201.parse_arch(arch, ops=_any_ops(arch)), start=1):
+        for op, j in node:
+            if op != "none":
+                lines.append(f'  "{j}" -> "{i}" [label="{op}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _any_ops(arch: str) -> list[str]:
+    """The op names an architecture string uses (drawing needs no op set)."""
+    return sorted({item.partition("~")[0] for part in arch.split("+") for item in part.strip("|").split("|")})
 
 
 def genotype_dot(genotype, kind: str) -> str:
@@ -123,13 +162,16 @@ class CellDrawing(Callback):
         if not distributed.is_rank0():
             return
         genotype = e.model.genotype()
-        if hasattr(genotype, "normal"):
+        if isinstance(genotype, str):
+            texts = {"cell": nb201_dot(genotype)}
+        elif hasattr(genotype, "normal"):
             texts = {kind: genotype_dot(genotype, kind) for kind in ("normal", "reduce")}
         else:
             texts = {"recurrent": rnn_genotype_dot(genotype)}
         dot = shutil.which("dot")
         if not dot and not self.quiet:
-            print(f"info: {', '.join(texts)} cells written as DOT only: graphviz's dot is not installed "
+            cells = f"{', '.join(texts)} cell{'s' if len(texts) > 1 else ''}"
+            print(f"info: {cells} written as DOT only: graphviz's dot is not installed "
                   f"(apt install graphviz, or conda install graphviz); then dot -Tpng "
                   f"{os.path.join(self.save_dir, next(iter(texts)))}.dot -o "
                   f"{os.path.join(self.save_dir, next(iter(texts)))}.png", file=sys.stderr)
@@ -146,6 +188,11 @@ class CellDrawing(Callback):
 def edge_names(kind: str, n_edges: int) -> list[str]:
     """'from -> to' for each alpha row: CNN cells (inputs c_{k-2}, c_{k-1}, nodes 0..3,
     node i has 2 + i edges) or the recurrent cell (node 0 from x and h, node i from 0..i-1)."""
+    if kind == "nb201":  # NB201's rows: sorted "i<-j" keys
+        from ..space import nb201
+
+        keys = nb201.edge_keys(next(m for m in range(2, 64) if m * (m - 1) // 2 >= n_edges))
+        return [f"{k.split('<-')[1]} -> {k.split('<-')[0]}" for k in keys][:n_edges]
     names, node = [], 0
     inputs = ["c_{k-2}", "c_{k-1}"] if kind in ("normal", "reduce") else []
     while len(names) < n_edges:
@@ -184,7 +231,8 @@ class AlphaPlot(Callback):
                       "(pip install matplotlib, or pip install 'fastdarts[viz]')", file=sys.stderr)
             return
         kinds = list(e.history[0]["alphas"])
-        prims = G.PRIMITIVES if "normal" in kinds else G.RNN_PRIMITIVES
+        prims = (list(e.model.op_names) if getattr(e.model, "op_names", None) is not None
+                 else G.PRIMITIVES if "normal" in kinds else G.RNN_PRIMITIVES)
         n = len(e.history)
         shown = sorted({0, n // 2, n - 1})  # first, middle and last epoch (fewer when short)
         series = {k: torch.tensor([r["alphas"][k] for r in e.history]) for k in kinds}  # [ep, edges, ops]
@@ -219,6 +267,8 @@ class AlphaPlot(Callback):
 # what each output is and how to look at it, for the summary a search ends with
 _VIEW = {
     "genotype.json": "the final genotype; train it: fastdarts train {space} --arch {path}",
+    "arch.txt": "the NAS-Bench-201 architecture string; look it up in the benchmark (nas_201_api)",
+    "cell.png": "the NB201 cell (cell.svg, cell.dot alongside)",
     "genotypes.jsonl": "the genotype after each epoch, one JSON line each",
     "alphas.png": "softmax(alpha) of every edge over the epochs; open it in an image viewer",
     "normal.png": "the normal cell (normal.svg, normal.dot alongside)",
@@ -253,9 +303,11 @@ def summary(engine, save: str, space: str) -> str:
     lines.append(f"outputs in {save}/:")
     for name, text in _VIEW.items():
         path = os.path.join(save, name)
+        if name == "genotype.json" and isinstance(getattr(engine, "genotype", None), str):
+            text = "the final NAS-Bench-201 architecture string as JSON (key \"nb201\")"
         if os.path.exists(path):
             lines.append(f"  {path}: {text.format(space=space, path=path)}")
-    dots = [n for n in ("normal.dot", "reduce.dot", "recurrent.dot")
+    dots = [n for n in ("normal.dot", "reduce.dot", "recurrent.dot", "cell.dot")
             if os.path.exists(os.path.join(save, n))
             and not os.path.exists(os.path.join(save, n[:-4] + ".png"))]
     if dots:

@@ -74,7 +74,15 @@ class GenotypeError(ValueError):
 
 
 def validate(genotype: AnyGenotype, primitives=None) -> AnyGenotype:
-    """Check op names and input indices; return the genotype unchanged or raise GenotypeError."""
+    """Check op names and input indices; return the genotype unchanged or raise GenotypeError.
+    An NB201 architecture string (a ``str``) is checked by ``nb201.parse_arch``."""
+    if isinstance(genotype, str):
+        from . import nb201
+
+        try:
+            return nb201.validate_arch(genotype, list(primitives or nb201.NB201_OPS))
+        except ValueError as exc:
+            raise GenotypeError(str(exc)) from None
     if isinstance(genotype, RNNGenotype) or hasattr(genotype, "recurrent"):
         prims = list(primitives or RNN_PRIMITIVES)
         for i, (op, j) in enumerate(genotype.recurrent):
@@ -108,8 +116,13 @@ def _check_op(op, prims, where):
         raise GenotypeError(f"{where} uses unknown op {op!r}; known ops: {', '.join(prims)}")
 
 
-def to_dict(genotype: AnyGenotype) -> dict:
-    """A JSON-ready dict; ``range`` concat lists become plain lists."""
+def to_dict(genotype: AnyGenotype, ops=None) -> dict:
+    """A JSON-ready dict; ``range`` concat lists become plain lists.  An NB201
+    architecture string gives {"space": "nb201", "nb201": string} (+ "ops" when given)."""
+    if isinstance(genotype, str):
+        from . import nb201
+
+        return nb201.to_dict(genotype, ops)
     if hasattr(genotype, "recurrent"):
         return {"space": "rnn", "recurrent": [[op, int(j)] for op, j in genotype.recurrent],
                 "concat": [int(c) for c in genotype.concat]}
@@ -124,6 +137,8 @@ def to_dict(genotype: AnyGenotype) -> dict:
 
 def from_dict(d: dict) -> AnyGenotype:
     """Inverse of :func:`to_dict`; also accepts dicts without the ``space`` key."""
+    if isinstance(d, dict) and "nb201" in d:
+        return validate(str(d["nb201"]), d.get("ops"))
     try:
         if "recurrent" in d:
             g = RNNGenotype(recurrent=[(str(op), int(j)) for op, j in d["recurrent"]],

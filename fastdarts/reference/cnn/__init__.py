@@ -6,9 +6,10 @@ under the original's names (``OPS``, ``SepConv``, ...) for code written like it.
 
 from ...space.genotypes import PRIMITIVES, Genotype
 from ...space.operations import OPS, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from . import nb201
 from .architect import Architect
 from .model_search import Cell, MixedOp, Network, num_edges, parse_cnn
 
-__all__ = ["PRIMITIVES", "Genotype", "Architect", "Cell", "MixedOp", "Network", "num_edges",
+__all__ = ["nb201", "PRIMITIVES", "Genotype", "Architect", "Cell", "MixedOp", "Network", "num_edges",
            "parse_cnn", "OPS", "DilConv", "FactorizedReduce", "Identity", "ReLUConvBN", "SepConv",
            "Zero"]
