@@ -49,9 +49,30 @@ class DataParallel(Callback):
 
 
 def softmax_alphas(model) -> dict:
-    names = ["normal", "reduce"] if len(model.arch_parameters()) == 2 else ["recurrent"]
-    return {k: F.softmax(a.detach().float(), dim=-1).cpu().tolist()
-            for k, a in zip(names, model.arch_parameters())}
+    """softmax(alpha) per cell kind as nested lists: the first two arch parameters of a CNN
+    model (PC-DARTS' betas follow them: :func:`edge_weights`), the one of an RNN model."""
+    params = model.arch_parameters()
+    names = ["recurrent"] if len(params) == 1 else ["normal", "reduce"]
+    return {k: F.softmax(a.detach().float(), dim=-1).cpu().tolist() for k, a in zip(names, params)}
+
+
+def edge_weights(model) -> dict | None:
+    """PC-DARTS' edge weights (each node's softmax of its edges' betas) per cell kind, or
+    None for a model without betas."""
+    if not callable(getattr(model, "edge_weights", None)) or not hasattr(model, "betas_normal"):
+        return None
+    return {k: model.edge_weights(getattr(model, f"betas_{k}").detach().float()).cpu().tolist()
+            for k in ("normal", "reduce")}
+
+
+def format_edge_weights(weights: dict, digits: int = 3) -> str:
+    """One line per cell kind: the edge weights, node by node ('c_{k-2} -> 0' ... order)."""
+    out = []
+    for kind, row in weights.items():
+        names = edge_names(kind, len(row))
+        cells = ", ".join(f"{n}: {p:.{digits}f}" for n, p in zip(names, row))
+        out.append(f"  edge weights ({kind}; per node softmax(beta)): {cells}")
+    return "\n".join(out)
 
 
 def short_op(name: str) -> str:
@@ -153,12 +174,17 @@ class Logger(Callback):
         genotype = e.model.genotype()
         row = {"epoch": e.epoch, "lr": e.lr, **e.metrics, "seconds": time.perf_counter() - self.t_epoch,
                "genotype": G.to_dict(genotype), "alphas": softmax_alphas(e.model)}
+        betas = edge_weights(e.model)
+        if betas is not None:
+            row["edge_weights"] = betas
         e.history.append(row)
         self._print(f"epoch {e.epoch + 1}/{e.epochs} lr={e.lr:.5f} {_kv(e.metrics)} "
                     f"seconds={row['seconds']:.1f}")
         self._print(f"  genotype = {genotype}")
         if self.alphas:
             self._print(format_alphas(e.model))
+            if betas is not None:
+                self._print(format_edge_weights(betas))
 
     def search_end(self, e):
         if self.bar is not None:

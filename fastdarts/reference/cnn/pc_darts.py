@@ -48,13 +48,13 @@ def edge_weights(betas, steps):
 
 
 def check_partial_channels(C, k):
-    """ValueError unless a PC-DARTS network with ``C`` initial channels fits ``k``: every
-    cell's C (C, 2C, 4C) must split into k groups, and the ops' C // k channels must be
-    even (FactorizedReduce, the stride-2 skip_connect, halves them)."""
-    if k < 1 or C % k or (C // k) % 2:
-        raise ValueError(f"PC-DARTS needs init_channels divisible by k={k} with an even quotient "
-                         f"(the ops get C/k channels, which FactorizedReduce halves); got C={C}: "
-                         f"use C a multiple of {2 * k}")
+    """ValueError unless a PC-DARTS network with ``C`` initial channels fits ``k``: the channel
+    split and shuffle need k >= 2 (k = 1 leaves an empty bypass, which the code's max-pool
+    rejects) and C divisible by k (the reduction cells' 2C/k are then even, as their
+    FactorizedReduce needs)."""
+    if k < 2 or C % k:
+        raise ValueError(f"PC-DARTS needs k >= 2 and init channels divisible by k; got C={C}, k={k}"
+                         + (f": use C a multiple of {k}" if k >= 2 else ""))
 
 
 class MixedOp(_darts.MixedOp):
