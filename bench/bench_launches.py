@@ -77,9 +77,10 @@ def main(argv=None):
         b = ref[(r["space"], r["order"])]
         r["launch_ratio"] = r["launches"] / b["launches"]
         r["saved_ratio"] = r["saved_bytes"] / b["saved_bytes"]
+    method = a.method + (f" K={a.partial_channels}" if a.method == "pc-darts" else "")
     print(f"# {datetime.date.today()}, {torch.get_num_threads()} threads, {versions()}; "
-          f"backend {a.backend}; method {a.method}"
-          f"{f' K={a.partial_channels}' if a.method == 'pc-darts' else ''}; CNN C={a.C} layers={a.layers} batch={a.batch} {a.hw}x{a.hw}; "
+          f"backend {a.backend}; method {method}; "
+          f"CNN C={a.C} layers={a.layers} batch={a.batch} {a.hw}x{a.hw}; "
           f"RNN emsize=nhid={a.emsize} ntoken={a.ntoken} bptt={a.bptt} batch={a.rnn_batch}")
     print()
     print("| net | order | impl | ops | est. launches | x reference | host syncs "

@@ -258,7 +258,7 @@ def test_architects_on_pc_darts(unrolled):
         arch.append(cls(m, cnn_args(arch_learning_rate=6e-4)))
     before = {n: p.detach().clone() for n, p in f.named_parameters()}
     alphas0 = [a.detach().clone() for a in f.arch_parameters()]
-    for a, m, opt in zip(arch, (r, f), opts, strict=True):
+    for a, opt in zip(arch, opts, strict=True):
         a.step(xt, yt, xv, yv, 0.05, opt, unrolled)
     rtol = 1e-10 if not unrolled else 1e-7  # second order: a finite difference of gradients
     for name, a, b in zip(["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"],
@@ -325,3 +325,15 @@ def test_cli_refusal_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--init_channels 6" in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_launch_count_of_a_pc_darts_step():
+    from fastdarts.profile.launches import count_cnn_step
+
+    kw = dict(C=4, layers=3, batch=2, hw=8, num_classes=3, warmup=1, repeats=0, method="pc-darts",
+              partial_channels=2)
+    r, f = count_cnn_step("reference", False, **kw), count_cnn_step("fused", False, **kw)
+    assert r["syncs"] == f["syncs"] == 0
+    # the bypass sums, one per node: 2 forwards (architect, weights) x 3 cells x 4 nodes
+    assert f["calls"]["fastdarts.mixed_sum"] == 2 * 3 * 4
+    assert f["launches"] < 0.3 * r["launches"]
