@@ -12,6 +12,7 @@ CPU ms = median of --repeats plain steps.  Then the top ops by launches of each 
     python bench/bench_launches.py --only cnn --json launches.json
     python bench/bench_launches.py --C 4 --layers 5 --emsize 32 --bptt 35
     python bench/bench_launches.py --only nb201 --C 16 --cells_per_stage 5 --hw 16   # NAS-Bench-201
+    python bench/bench_launches.py --method pc-darts    # PC-DARTS' CNN supernet (K = 4)
 
 Launch counts do not depend on the batch, the image size or emsize (checked); they
 do depend on --layers (CNN) and --bptt (RNN).
@@ -43,6 +44,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=2, help="CNN batch")
     ap.add_argument("--hw", type=int, default=8, help="CNN image size")
     ap.add_argument("--memory", default=None, help="fused Network memory mode (default: its default)")
+    ap.add_argument("--method", choices=("darts", "pc-darts"), default="darts",
+                    help="CNN supernet: DARTS' or PC-DARTS' (CNN rows only)")
+    ap.add_argument("--partial_channels", type=int, default=4, help="PC-DARTS' K")
     ap.add_argument("--emsize", type=int, default=300, help="RNN emsize = nhid = nhidlast")
     ap.add_argument("--ntoken", type=int, default=1000)
     ap.add_argument("--bptt", type=int, default=35)
@@ -57,6 +61,8 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     rows = []
     spaces = [a.only] if a.only else ["cnn", "rnn"] + (["nb201"] if a.nb201 else [])
+    if a.method != "darts":
+        spaces = ["cnn"]
     for space in spaces:
         for unrolled in (False, True):
             for impl in ("reference", "fused"):
@@ -65,7 +71,8 @@ def main(argv=None):
                                          hw=a.hw, repeats=a.repeats, backend=a.backend)
                 elif space == "cnn":
                     r = count_cnn_step(impl, unrolled, C=a.C, layers=a.layers, batch=a.batch, hw=a.hw,
-                                       memory=a.memory, repeats=a.repeats, backend=a.backend)
+                                       memory=a.memory, repeats=a.repeats, backend=a.backend,
+                                       method=a.method, partial_channels=a.partial_channels)
                 else:
                     r = count_rnn_step(impl, unrolled, emsize=a.emsize, ntoken=a.ntoken, bptt=a.bptt,
                                        batch=a.rnn_batch, repeats=a.repeats, backend=a.backend)
@@ -77,8 +84,10 @@ def main(argv=None):
         b = ref[(r["space"], r["order"])]
         r["launch_ratio"] = r["launches"] / b["launches"]
         r["saved_ratio"] = r["saved_bytes"] / b["saved_bytes"]
+    method = a.method + (f" K={a.partial_channels}" if a.method == "pc-darts" else "")
     print(f"# {datetime.date.today()}, {torch.get_num_threads()} threads, {versions()}; "
-          f"backend {a.backend}; CNN C={a.C} layers={a.layers} batch={a.batch} {a.hw}x{a.hw}; "
+          f"backend {a.backend}; method {method}; "
+          f"CNN C={a.C} layers={a.layers} batch={a.batch} {a.hw}x{a.hw}; "
           f"RNN emsize=nhid={a.emsize} ntoken={a.ntoken} bptt={a.bptt} batch={a.rnn_batch}; "
           f"NB201 C={a.C} N={a.cells_per_stage}")
     print()

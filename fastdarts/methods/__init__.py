@@ -81,7 +81,7 @@ register(Method(
 
 
 # -- the built-in descendants: each module registers its method when imported --
-# pc-darts:
+from . import pc_darts  # noqa: E402,F401  (registers "pc-darts")
 
 # fair-darts, darts-:
 

@@ -488,11 +488,15 @@ def _common(inputs: list[Tensor]) -> list[Tensor]:
 
 
 def cell_nodes_batched(cell, s0: Tensor, s1: Tensor, weights_b: Tensor,
-                       stats: BatchNormStats | None) -> Tensor:
+                       stats: BatchNormStats | None, *, op_input=None, node_output=None) -> Tensor:
     """The cell's output from its preprocessed inputs, state by state.
 
     weights_b: [n_edges, K-1] from :func:`batched_weights` (rows by source state).
     Returns cat(last ``multiplier`` states) [N, multiplier*C, H', W'].
+
+    Hooks (PC-DARTS, fastdarts/nn/pc_darts.py): ``op_input(j, state)`` -> what the ops of
+    state j's edges read (default: the state); ``node_output(i, op_sum, states)`` -> node
+    i's state from the weighted sum of its incoming edges' op outputs (default: that sum).
     """
     steps = cell._steps
     offsets = [sum(2 + t for t in range(i)) for i in range(steps)]
@@ -504,7 +508,8 @@ def cell_nodes_batched(cell, s0: Tensor, s1: Tensor, weights_b: Tensor,
     wide_weights = gather_cell_weights(cell, [[m._ops for m in edges] for edges in per_state])
     for j, edges in enumerate(per_state):
         E = len(edges)
-        inputs, blocks = state_outputs(edges, states[j], stats, wide_weights[j])
+        x = states[j] if op_input is None else op_input(j, states[j])
+        inputs, blocks = state_outputs(edges, x, stats, wide_weights[j])
         inputs = _common(inputs)
         partials = [p if p.dtype == inputs[0].dtype else p.to(inputs[0].dtype) for p in partials]
         outs = torch.ops.fastdarts.state_mixed_sum(inputs, blocks, weights_b[row:row + E],
@@ -513,6 +518,7 @@ def cell_nodes_batched(cell, s0: Tensor, s1: Tensor, weights_b: Tensor,
         if j == 0:
             partials = list(outs)
         else:
-            states.append(outs[0])
+            node = outs[0] if node_output is None else node_output(j - 1, outs[0], states)
+            states.append(node)
             partials = list(outs[1:])
     return torch.cat(states[-cell._multiplier:], dim=1)

@@ -499,18 +499,30 @@ def _classes(space: str, impl: str):
 def count_cnn_step(impl: str, unrolled: bool, *, C: int = 16, layers: int = 8, batch: int = 2,
                    hw: int = 16, num_classes: int = 10, steps: int = 4, multiplier: int = 4,
                    memory: str | None = None, warmup: int = 2,
-                   repeats: int = 3, backend: str = "cuda", seed: int = 0) -> dict:
+                   repeats: int = 3, backend: str = "cuda", seed: int = 0, method: str = "darts",
+                   partial_channels: int = 4) -> dict:
     """Counts of one CNN search step (architect step + weight step: zero_grad, forward,
     loss, backward, clip_grad_norm_(5), SGD(0.025, momentum 0.9, wd 3e-4)) as
     fastdarts/search/cnn.py runs it, after ``warmup`` steps.  Returns a dict: ops,
     launches, syncs, saved_bytes (autograd's saved storages over the whole step,
     parameters of the model excluded), cpu_ms (median of ``repeats`` plain steps),
-    top, by_op, calls, unknown_custom_ops."""
+    top, by_op, calls, unknown_custom_ops.  ``method="pc-darts"``: PC-DARTS' supernet with
+    K = ``partial_channels`` (reference: fastdarts.reference.cnn.pc_darts; fused:
+    fastdarts.nn.pc_darts), the same step and Architect."""
     import torch.nn as nn
 
     Network, Architect = _classes("cnn", impl)
     torch.manual_seed(seed)
-    kw = {} if (impl == "reference" or memory is None) else {"memory": memory}
+    if method == "pc-darts":
+        if impl == "reference":
+            from ..reference.cnn.pc_darts import Network
+        else:
+            from ..nn.pc_darts import Network
+        kw = {"k": partial_channels}
+    elif method == "darts":
+        kw = {} if (impl == "reference" or memory is None) else {"memory": memory}
+    else:
+        raise ValueError(f"method must be 'darts' or 'pc-darts', got {method!r}")
     model = Network(C, num_classes, layers, nn.CrossEntropyLoss(), steps, multiplier, **kw)
     # foreach=True: what SGD picks by default for CUDA tensors
     optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4,

@@ -54,7 +54,8 @@ def alpha_kinds(model) -> list[str]:
     kinds = getattr(model, "alpha_kinds", None)
     if kinds:
         return list(kinds)
-    return ["normal", "reduce"] if len(model.arch_parameters()) == 2 else ["recurrent"]
+    # a CNN model's first two arch parameters are its cells' alphas (PC-DARTS' betas follow)
+    return ["recurrent"] if len(model.arch_parameters()) == 1 else ["normal", "reduce"]
 
 
 def op_columns(kind: str, model=None) -> list[str]:
@@ -72,9 +73,29 @@ def genotype_dict(model, genotype=None) -> dict:
 
 
 def softmax_alphas(model) -> dict:
-    names = alpha_kinds(model)
+    """softmax(alpha) per cell kind (:func:`alpha_kinds`) as nested lists; PC-DARTS' betas,
+    which follow the two alphas, are left to :func:`edge_weights`."""
     return {k: F.softmax(a.detach().float(), dim=-1).cpu().tolist()
-            for k, a in zip(names, model.arch_parameters())}
+            for k, a in zip(alpha_kinds(model), model.arch_parameters())}
+
+
+def edge_weights(model) -> dict | None:
+    """PC-DARTS' edge weights (each node's softmax of its edges' betas) per cell kind, or
+    None for a model without betas."""
+    if not callable(getattr(model, "edge_weights", None)) or not hasattr(model, "betas_normal"):
+        return None
+    return {k: model.edge_weights(getattr(model, f"betas_{k}").detach().float()).cpu().tolist()
+            for k in ("normal", "reduce")}
+
+
+def format_edge_weights(weights: dict, digits: int = 3) -> str:
+    """One line per cell kind: the edge weights, node by node ('c_{k-2} -> 0' ... order)."""
+    out = []
+    for kind, row in weights.items():
+        names = edge_names(kind, len(row))
+        cells = ", ".join(f"{n}: {p:.{digits}f}" for n, p in zip(names, row))
+        out.append(f"  edge weights ({kind}; per node softmax(beta)): {cells}")
+    return "\n".join(out)
 
 
 def short_op(name: str) -> str:
@@ -176,12 +197,17 @@ class Logger(Callback):
         genotype = e.model.genotype()
         row = {"epoch": e.epoch, "lr": e.lr, **e.metrics, "seconds": time.perf_counter() - self.t_epoch,
                "genotype": genotype_dict(e.model, genotype), "alphas": softmax_alphas(e.model)}
+        betas = edge_weights(e.model)
+        if betas is not None:
+            row["edge_weights"] = betas
         e.history.append(row)
         self._print(f"epoch {e.epoch + 1}/{e.epochs} lr={e.lr:.5f} {_kv(e.metrics)} "
                     f"seconds={row['seconds']:.1f}")
         self._print(f"  genotype = {genotype}")
         if self.alphas:
             self._print(format_alphas(e.model))
+            if betas is not None:
+                self._print(format_edge_weights(betas))
 
     def search_end(self, e):
         if self.bar is not None:

@@ -88,6 +88,9 @@ class CNNSearchConfig:
                                     "train before it; PC-DARTS: 15)", bounds="[0, inf)")
 
     # -- PC-DARTS settings --
+    partial_channels: int = setting(4, "PC-DARTS' K: 1/K of each edge's channels go through the "
+                                    "candidate ops (PC-DARTS model_search.py: k = 4; pc-darts only)",
+                                    bounds="[2, inf)")
 
     # -- FairDARTS and DARTS- settings --
 
