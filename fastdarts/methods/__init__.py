@@ -86,3 +86,4 @@ register(Method(
 # fair-darts, darts-:
 
 # sdarts-rs, r-darts:
+from . import rdarts, sdarts  # noqa: E402,F401

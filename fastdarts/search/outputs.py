@@ -73,7 +73,14 @@ class GenotypeLog(Callback):
 
     def search_end(self, e):
         if distributed.is_rank0():
-            G.save_json(e.model.genotype(), os.path.join(self.save_dir, "genotype.json"))
+            G.save_json(final_genotype(e), os.path.join(self.save_dir, "genotype.json"))
+
+
+def final_genotype(e):
+    """The search's result: ``e.final_genotype`` when a callback chose one (DARTS-ES: the
+    genotype of the epoch it stopped at), else the model's genotype now."""
+    chosen = getattr(e, "final_genotype", None)
+    return chosen if chosen is not None else e.model.genotype()
 
 
 def genotype_dot(genotype, kind: str) -> str:
@@ -122,7 +129,7 @@ class CellDrawing(Callback):
     def search_end(self, e):
         if not distributed.is_rank0():
             return
-        genotype = e.model.genotype()
+        genotype = final_genotype(e)
         if hasattr(genotype, "normal"):
             texts = {kind: genotype_dot(genotype, kind) for kind in ("normal", "reduce")}
         else:
