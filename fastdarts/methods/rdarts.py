@@ -201,8 +201,9 @@ class HessianMonitor(Callback):
     order = 15  # after Validation (10), before the Logger (20) writes the history row
 
     def __init__(self, every: int, save_dir: str | None = None, *, iters: int = 20, tol: float = 1e-4,
-                 batch_size: int = 64, weight_decay: float = 1e-3, early_stop: bool = False, window: int = 5, factor: float = 1.3,
-                 es_start_epoch: int = 10, delta: int = 4, quiet: bool = False):
+                 batch_size: int = 64, weight_decay: float = 1e-3, early_stop: bool = False,
+                 window: int = 5, factor: float = 1.3, es_start_epoch: int = 10, delta: int = 4,
+                 quiet: bool = False):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.every, self.save_dir, self.iters, self.tol = every, save_dir, iters, tol

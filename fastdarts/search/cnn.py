@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 
 from .. import distributed, methods
-from ..methods import rdarts
 from ..config import (
     ConfigError,
     check_channels_last,
@@ -27,6 +26,7 @@ from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Engine
 from ..loop.state import seed_everything
+from ..methods import rdarts
 from ..space import genotypes as G
 from . import callbacks as cb
 from . import outputs
