@@ -310,6 +310,19 @@ def test_refusals(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--hessian_every" in err and "\n" not in err
     full = method_config("r-darts", data="/nowhere")
-    assert (full.unrolled, full.hessian_every, full.early_stop, full.es_window, full.es_delta,
-            full.es_factor, full.es_start_epoch) == (True, 2, True, 5, 4, 1.3, 10)
-    assert not method_config("r-darts").unrolled  # the embedded demo stays first order
+    assert (full.hessian_every, full.early_stop, full.es_window, full.es_delta, full.es_factor,
+            full.es_start_epoch) == (2, True, 5, 4, 1.3, 10)
+    assert method_config("r-darts").hessian_every == 1  # the embedded demo: every epoch
+
+
+def test_cli_applies_the_methods_switches_when_not_given():
+    import argparse
+
+    from fastdarts.search.cli import add_search_flags, cnn_config
+
+    p = argparse.ArgumentParser()
+    add_search_flags(p, CNNSearchConfig)
+    cfg = cnn_config(p.parse_args(["--method", "r-darts", "--data", "/nowhere"]))
+    assert (cfg.early_stop, cfg.hessian_every, cfg.unrolled) == (True, 2, False)
+    cfg = cnn_config(p.parse_args(["--method", "darts", "--data", "/nowhere", "--unrolled"]))
+    assert (cfg.early_stop, cfg.unrolled) == (False, True)
