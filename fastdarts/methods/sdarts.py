@@ -109,6 +109,9 @@ class RandomSmoothing(Callback):
             self.noise = [torch.empty_like(a) for a in alphas]
 
     def perturb(self, model) -> None:
+        if self.on == "softmax" and not isinstance(model, DirectWeights):
+            raise ValueError("SDARTS-RS (perturb='softmax') needs a network whose weights can be "
+                             "taken directly: build it with fastdarts.methods.sdarts.with_direct_weights")
         alphas = model.arch_parameters()
         self._buffers(alphas)
         with torch.no_grad():
@@ -121,10 +124,6 @@ class RandomSmoothing(Callback):
                 else:
                     a.add_(noise)
         if self.on == "softmax":
-            if not isinstance(model, DirectWeights):
-                self.restore(model)
-                raise ValueError("SDARTS-RS (perturb='softmax') needs a network whose weights can be "
-                                 "taken directly: build it with fastdarts.methods.sdarts.with_direct_weights")
             model.direct_weights = True
         self.perturbed = True
 
