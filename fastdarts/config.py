@@ -168,7 +168,9 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls, *, skip: tuple[str, ..
         typ = _base_type(f)
         if typ is bool:
             if f.default is False and meta.get("small", MISSING) is MISSING:
-                parser.add_argument(*names, dest=f.name, action="store_true", help=help_)
+                # default None, not False: a flag not given leaves the field to the
+                # defaults (a search method's published True included)
+                parser.add_argument(*names, dest=f.name, action="store_true", default=None, help=help_)
             else:  # on by default somewhere: --x / --no-x
                 parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                     default=None, help=help_)

@@ -81,8 +81,10 @@ register(Method(
 
 
 # -- the built-in descendants: each module registers its method when imported --
-from . import pc_darts  # noqa: E402,F401  (registers "pc-darts")
-
 # fair-darts, darts-:
-
 # sdarts-rs, r-darts:
+from . import (  # noqa: E402,F401
+    pc_darts,  # noqa: E402,F401  (registers "pc-darts")
+    rdarts,
+    sdarts,
+)

@@ -67,7 +67,10 @@ class Cell(_ref.Cell):
             self._batch_check = (batched.why_not_batched(self) or "",)
         if self._batch_check[0]:
             return self._batch_check[0]
-        return None if self.training else "eval mode"
+        if not self.training:
+            return "eval mode"
+        # per-sample masks do not fold into the [E, K'] weights of a state's sum
+        return "search drop path" if self.drop_prob > 0 else None
 
     def forward_with_relus(self, s0: Tensor, s1: Tensor, weights: Tensor,
                            relu_s0: Tensor | None = None, relu_s1: Tensor | None = None, *,
@@ -113,18 +116,39 @@ class Cell(_ref.Cell):
         states = [s0, s1]
         offset = 0
         checkpoint_nodes = memory == "checkpoint" and torch.is_grad_enabled()
-        for _ in range(self._steps):
+        masks = self._drop_masks(s0) if self.training and self.drop_prob > 0 else None
+        for i in range(self._steps):
             n_in = len(states)
             edges = self._ops[offset:offset + n_in]
             node_weights = weights[offset:offset + n_in, edges[0]._active]
+            node_sum = functools.partial(_node_sum, edges, drop=None if masks is None else
+                                         (masks[i], 1.0 - self.drop_prob, self.drop_on))
             if checkpoint_nodes:  # keep only the node's inputs; recompute the rest in backward
-                node = checkpointed(functools.partial(_node_sum, edges), edges, node_weights,
-                                    *states)
+                node = checkpointed(node_sum, edges, node_weights, *states)
             else:
-                node = _node_sum(edges, node_weights, *states)
+                node = node_sum(node_weights, *states)
             states.append(node)
             offset += n_in
         return torch.cat(states[-self._multiplier:], dim=1)
+
+    def _drop_masks(self, like: Tensor) -> list[list]:
+        """The search drop-path masks of every node, drawn up front in the reference
+        Cell's order (node, edge, then op), so one seed gives both the same masks and a
+        checkpointed node's recompute reuses them.  Per node: one [N, 1, 1, 1] mask per
+        edge ("edge"), or per edge a list with a mask or None per active op ("op")."""
+        keep = 1.0 - self.drop_prob
+        out, offset = [], 0
+        for i in range(self._steps):
+            node = []
+            for mixed in self._ops[offset:offset + 2 + i]:
+                if self.drop_on == "edge":
+                    node.append(_ref.drop_path_mask(like, keep))
+                else:
+                    node.append([_ref.drop_path_mask(like, keep) if _ref.droppable(op) else None
+                                 for p, op in zip(mixed._primitives, mixed._ops) if p != "none"])
+            out.append(node)
+            offset += 2 + i
+        return out
 
 
 def _preprocess(pre: nn.Module, s: Tensor, relu_s: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -155,17 +179,28 @@ def _checkpointed_cell(cell: Cell, p0: Tensor, p1: Tensor, weights_b: Tensor,
     return checkpoint(run, p0, p1, weights_b, use_reentrant=False, preserve_rng_state=False)
 
 
-def _node_sum(edges: Sequence[MixedOp], node_weights: Tensor, *states: Tensor) -> Tensor:
+def _node_sum(edges: Sequence[MixedOp], node_weights: Tensor, *states: Tensor, drop=None) -> Tensor:
     """One node: sum over its E edges and K' non-none ops of w[e, k] * op_ek(states[e]).
 
     node_weights: [E, K'] (softmax(alpha) rows of the edges, ``none`` column dropped);
     states: E tensors [N, C, H, W].  One ``fastdarts::mixed_sum`` over the E * K' op
-    outputs, edge-major as the weight block is laid out.
+    outputs, edge-major as the weight block is laid out.  ``drop``: (this node's masks
+    from Cell._drop_masks, keep probability, "edge" or "op") under search drop path:
+    "op" scales the masked op outputs before the one mixed sum; "edge" takes one mixed
+    sum per edge and masks each, as the reference does.
     """
-    outputs = [o for mixed, h in zip(edges, states, strict=True) for o in mixed.active_outputs(h)]
-    dtype = common_dtype(outputs)
-    outputs = [o if o.dtype == dtype else o.to(dtype) for o in outputs]
-    return torch.ops.fastdarts.mixed_sum(outputs, node_weights)
+    per_edge = [mixed.active_outputs(h) for mixed, h in zip(edges, states, strict=True)]
+    dtype = common_dtype([o for outs in per_edge for o in outs])
+    per_edge = [[o if o.dtype == dtype else o.to(dtype) for o in outs] for outs in per_edge]
+    if drop is not None:
+        masks, keep, on = drop
+        if on == "edge":
+            return sum(_ref.apply_drop_path(torch.ops.fastdarts.mixed_sum(outs, node_weights[e:e + 1]),
+                                            masks[e], keep)
+                       for e, outs in enumerate(per_edge))
+        per_edge = [[o if m is None else _ref.apply_drop_path(o, m, keep) for o, m in zip(outs, ms)]
+                    for outs, ms in zip(per_edge, masks, strict=True)]
+    return torch.ops.fastdarts.mixed_sum([o for outs in per_edge for o in outs], node_weights)
 
 
 class Network(_ref.Network):

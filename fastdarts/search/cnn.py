@@ -26,6 +26,7 @@ from ..data import DeviceLoader, load_cifar10, load_digits_images, search_split
 from ..loop import callbacks as loop_cb
 from ..loop.engine import Engine
 from ..loop.state import seed_everything
+from ..methods import rdarts
 from ..space import genotypes as G
 from ..space import nb201
 from ..space.op_sets import get_op_set
@@ -83,7 +84,7 @@ class CNNSearchConfig:
 
     # -- the search method (fastdarts/methods; README, "Methods") -------------------------
     method: str = setting("darts", "search method: darts, or a descendant (pc-darts, fair-darts, "
-                          "darts-, sdarts-rs); its published defaults apply to the flags not given")
+                          "darts-, sdarts-rs, r-darts); its published defaults apply to the flags not given")
     arch_start_epoch: int = setting(0, "first epoch with architecture steps (the weights alone "
                                     "train before it; PC-DARTS: 15)", bounds="[0, inf)")
 
@@ -95,6 +96,40 @@ class CNNSearchConfig:
     # -- FairDARTS and DARTS- settings --
 
     # -- SDARTS-RS and R-DARTS settings --
+    # SDARTS-RS (xiangning-chen/SmoothDARTS sota/cnn/train_search.py; fastdarts/methods/sdarts.py)
+    sdarts_epsilon: float = setting(0.3, "SDARTS-RS: the perturbation's last-epoch bound (eps grows "
+                                    "linearly from --sdarts_epsilon_start; the code's --epsilon_alpha)",
+                                    flags=("--epsilon_alpha",), bounds="[0, inf)")
+    sdarts_epsilon_start: float = setting(0.03, "SDARTS-RS: the perturbation's first-epoch bound (the "
+                                          "code's constant 0.03)", bounds="[0, inf)")
+    sdarts_perturb: str = setting("softmax", "SDARTS-RS: perturb softmax(alpha), clipped and used as the "
+                                  "op weights (the code), or alpha before the softmax",
+                                  choices=("softmax", "alpha"))
+    # R-DARTS (automl/RobustDARTS src/search; fastdarts/methods/rdarts.py); L2 is --weight_decay
+    hessian_every: int = setting(0, "largest eigenvalue of the validation Hessian w.r.t. alpha every N "
+                                 "epochs and at the last, any method (R-DARTS' --report_freq_hessian "
+                                 "with --compute_hessian); 0: off", flags=("--report_freq_hessian",),
+                                 bounds="[0, inf)")
+    hessian_iters: int = setting(20, "power iterations for the eigenvalue, at most", bounds="[1, inf)")
+    hessian_tol: float = setting(1e-4, "power iteration stops when the eigenvalue changes by at most "
+                                 "this, relative", bounds="(0, 1)")
+    early_stop: bool = setting(False, "DARTS-ES: stop when the eigenvalue's local average grows past "
+                               "--es_factor (needs --hessian_every); the result is the genotype from "
+                               "before the growth")
+    es_window: int = setting(5, "DARTS-ES: eigenvalues per local average (the code's --window)",
+                             bounds="[1, inf)")
+    es_delta: int = setting(4, "DARTS-ES: compare with the local average this many values back (the "
+                            "code's --delta)", bounds="[1, inf)")
+    es_factor: float = setting(1.3, "DARTS-ES: stop when the ratio of the two exceeds this (the code's "
+                               "--factor)", bounds="(0, inf)")
+    es_start_epoch: int = setting(10, "DARTS-ES: no stop whose result epoch would be before this",
+                                  bounds="[0, inf)")
+    search_drop_path: float = setting(0.0, "R-DARTS(DP): drop path in the supernet during the search, "
+                                      "this probability at the last epoch (0 at the first; the original's "
+                                      "--drop_path_prob is accepted and ignored)", bounds="[0, 1)")
+    search_drop_path_on: str = setting("edge", "what search drop path drops: each edge's mixed output "
+                                       "(R-DARTS' code) or each op but identity and none",
+                                       choices=("edge", "op"))
 
     # -- search spaces and op sets --
     space: str = setting("darts", "search space: darts (the DARTS CNN supernet) or nb201 "
@@ -175,6 +210,7 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     method = methods.get(cfg.method)
     method.validate(cfg)
     check_space(cfg)
+    rdarts.check(cfg)
     if cfg.arch_start_epoch and cfg.cuda_graph:
         raise ConfigError("--arch_start_epoch needs eager steps (the captured step always updates "
                           "the architecture); drop --cuda_graph")
@@ -183,6 +219,9 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rank, world_size = distributed.init()
+    if world_size > 1 and cfg.hessian_every:
+        raise ConfigError("--hessian_every runs in one process for now (each rank would see another "
+                          "batch and could stop at another epoch); drop it or run one process")
     if world_size > 1 and cfg.impl != "fused":
         raise ValueError("a data-parallel search needs --impl fused (the reference Architect has no "
                          "gradient averaging)")
@@ -210,6 +249,9 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     else:
         Network, Architect = model_classes("cnn", cfg.impl)
         model = Network(cfg.init_channels, data.num_classes, cfg.layers, nn.CrossEntropyLoss()).to(device)
+    if cfg.search_drop_path and not hasattr(model, "set_search_drop_path"):
+        raise ConfigError(f"--search_drop_path needs the DARTS supernet; --method {cfg.method}'s model "
+                          "has no search drop path")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.amp != "none":
@@ -237,7 +279,8 @@ def build(cfg: CNNSearchConfig, callbacks=()):
            cb.Logger(cfg.report_freq, quiet=cfg.quiet), outputs.GenotypeLog(cfg.save),
            outputs.CellDrawing(cfg.save, quiet=cfg.quiet), outputs.AlphaPlot(cfg.save, quiet=cfg.quiet),
            loop_cb.TensorBoard(cfg.save), Checkpoint(cfg.save),
-           *(method.callbacks(cfg) if method.callbacks is not None else ()), *callbacks]
+           *(method.callbacks(cfg) if method.callbacks is not None else ()),
+           *rdarts.search_callbacks(cfg), *callbacks]
     if fused_step is None and cfg.grad_clip:
         cbs.append(loop_cb.GradClip(cfg.grad_clip))
     if world_size > 1:
@@ -349,7 +392,7 @@ def search_cnn(cfg: CNNSearchConfig, callbacks=()):
     engine = build(cfg, callbacks)
     engine.run()
     engine.wall_seconds = time.perf_counter() - t0
-    engine.genotype = engine.model.genotype()
+    engine.genotype = outputs.final_genotype(engine)
     engine.save_dir = cfg.save
     G.validate(engine.genotype, getattr(engine.model, "op_names", None))
     return engine

@@ -73,17 +73,18 @@ class GenotypeLog(Callback):
 
     def search_end(self, e):
         if distributed.is_rank0():
-            genotype = e.model.genotype()
+            genotype = final_genotype(e)
             if isinstance(genotype, str):  # NB201: the architecture string, also as arch.txt
-                _write_json(_genotype_dict(e.model), os.path.join(self.save_dir, "genotype.json"))
+                _write_json(_genotype_dict(e.model, genotype), os.path.join(self.save_dir, "genotype.json"))
                 with open(os.path.join(self.save_dir, "arch.txt"), "w") as f:
                     f.write(genotype + "\n")
             else:
                 G.save_json(genotype, os.path.join(self.save_dir, "genotype.json"))
 
 
-def _genotype_dict(model) -> dict:
-    return G.to_dict(model.genotype(), getattr(model, "op_names", None))
+def _genotype_dict(model, genotype=None) -> dict:
+    genotype = model.genotype() if genotype is None else genotype
+    return G.to_dict(genotype, getattr(model, "op_names", None))
 
 
 def _write_json(d: dict, path: str) -> None:
@@ -113,6 +114,13 @@ def nb201_dot(arch: str) -> str:
 def _any_ops(arch: str) -> list[str]:
     """The op names an architecture string uses (drawing needs no op set)."""
     return sorted({item.partition("~")[0] for part in arch.split("+") for item in part.strip("|").split("|")})
+
+
+def final_genotype(e):
+    """The search's result: ``e.final_genotype`` when a callback chose one (DARTS-ES: the
+    genotype of the epoch it stopped at), else the model's genotype now."""
+    chosen = getattr(e, "final_genotype", None)
+    return chosen if chosen is not None else e.model.genotype()
 
 
 def genotype_dot(genotype, kind: str) -> str:
@@ -161,7 +169,7 @@ class CellDrawing(Callback):
     def search_end(self, e):
         if not distributed.is_rank0():
             return
-        genotype = e.model.genotype()
+        genotype = final_genotype(e)
         if isinstance(genotype, str):
             texts = {"cell": nb201_dot(genotype)}
         elif hasattr(genotype, "normal"):

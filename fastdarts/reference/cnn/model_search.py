@@ -15,8 +15,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...space.genotypes import PRIMITIVES, Genotype
-from ...space.operations import OPS, FactorizedReduce, ReLUConvBN
+from ...space.operations import OPS, FactorizedReduce, Identity, ReLUConvBN, Zero
 from .._arch import ArchTensorsFollowModel
+
+DROP_PATH_ON = ("edge", "op")
+
+
+def drop_path_mask(like, keep_prob):
+    """One Bernoulli(keep_prob) draw per sample, [N, 1, 1, 1] in ``like``'s dtype and device,
+    from the device's default generator (R-DARTS' utils.drop_path draws the same shape)."""
+    return torch.empty((like.shape[0], 1, 1, 1), dtype=like.dtype, device=like.device).bernoulli_(keep_prob)
+
+
+def apply_drop_path(x, mask, keep_prob):
+    """x / keep_prob * mask: the surviving samples rescaled, the dropped ones zero (the
+    original divides then multiplies, in place; here out of place, same order)."""
+    return x.div(keep_prob).mul(mask)
+
+
+def droppable(op) -> bool:
+    """Whether search drop path in "op" mode drops this candidate op: all but the
+    identity (skip_connect at stride 1) and ``none``."""
+    return not isinstance(op, (Identity, Zero))
 
 
 class MixedOp(nn.Module):
@@ -39,6 +59,12 @@ class MixedOp(nn.Module):
 
 
 class Cell(nn.Module):
+    # R-DARTS(DP), search drop path (Zela et al., 2020): the probability now (0: off) and
+    # where it acts, "edge" (each edge's mixed-op output, R-DARTS' code) or "op" (each
+    # candidate op's output but identity and none); set through Network.set_search_drop_path
+    drop_prob = 0.0
+    drop_on = "edge"
+
     def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev):
         super().__init__()
         self.reduction = reduction
@@ -67,11 +93,31 @@ class Cell(nn.Module):
         s1 = self.preprocess1(s1)
         states = [s0, s1]
         offset = 0
+        drop = self.training and self.drop_prob > 0
         for _ in range(self._steps):
-            s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            if drop:
+                s = sum(self._dropped_edge(self._ops[offset + j], h, weights[offset + j])
+                        for j, h in enumerate(states))
+            else:
+                s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
             offset += len(states)
             states.append(s)
         return torch.cat(states[-self._multiplier:], dim=1)
+
+    def _dropped_edge(self, mixed, h, w):
+        """One edge under search drop path: R-DARTS' rule (the mixed output of the edge,
+        one mask per sample) or, with drop_on="op", each droppable op's output."""
+        keep = 1.0 - self.drop_prob
+        if self.drop_on == "edge":
+            out = mixed(h, w)
+            return apply_drop_path(out, drop_path_mask(h, keep), keep)
+        terms = []
+        for wk, op in zip(w, mixed._ops):
+            y = op(h)
+            if droppable(op):
+                y = apply_drop_path(y, drop_path_mask(h, keep), keep)
+            terms.append(wk * y)
+        return sum(terms)
 
 
 def num_edges(steps: int) -> int:
@@ -131,6 +177,17 @@ class Network(ArchTensorsFollowModel, nn.Module):
 
     def arch_parameters(self):
         return self._arch_parameters
+
+    def set_search_drop_path(self, prob: float, on: str = "edge") -> None:
+        """R-DARTS(DP): drop path during the search with probability ``prob`` (training mode
+        only) on each edge's mixed output ("edge", R-DARTS' code) or on each candidate op
+        but identity and none ("op").  ``prob`` 0 turns it off."""
+        if not 0.0 <= prob < 1.0:
+            raise ValueError(f"search drop path probability must be in [0, 1), got {prob}")
+        if on not in DROP_PATH_ON:
+            raise ValueError(f"search drop path acts on one of {DROP_PATH_ON}, got {on!r}")
+        for cell in self.cells:
+            cell.drop_prob, cell.drop_on = float(prob), on
 
     def new(self):
         """A fresh network with the same hyperparameters and a copy of the alphas
