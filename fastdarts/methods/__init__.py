@@ -84,5 +84,6 @@ register(Method(
 # pc-darts:
 
 # fair-darts, darts-:
+from . import darts_minus, fair_darts  # noqa: E402,F401
 
 # sdarts-rs, r-darts:

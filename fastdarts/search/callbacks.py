@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
+import torch
 import torch.nn.functional as F
 
 from .. import distributed
@@ -49,9 +50,19 @@ class DataParallel(Callback):
 
 
 def softmax_alphas(model) -> dict:
+    """The op weights per cell kind: ``model.arch_weights(alpha)`` where the model has that
+    hook (softmax in DARTS, sigmoid in FairDARTS), else softmax(alpha)."""
     names = ["normal", "reduce"] if len(model.arch_parameters()) == 2 else ["recurrent"]
-    return {k: F.softmax(a.detach().float(), dim=-1).cpu().tolist()
-            for k, a in zip(names, model.arch_parameters())}
+    weights = getattr(model, "arch_weights", None)
+    with torch.no_grad():
+        return {k: (weights(a.detach().float()) if weights is not None
+                    else F.softmax(a.detach().float(), dim=-1)).cpu().tolist()
+                for k, a in zip(names, model.arch_parameters())}
+
+
+def weights_name(model) -> str:
+    """What :func:`softmax_alphas` shows: "softmax(alpha)" or e.g. "sigmoid(alpha)"."""
+    return getattr(model, "arch_weights_name", "softmax(alpha)")
 
 
 def short_op(name: str) -> str:
@@ -71,7 +82,8 @@ def format_alphas(model, digits: int = 3) -> str:
         names = edge_names(kind, len(rows))
         width = max(digits + 3, *(len(short_op(p)) + 1 for p in prims))
         label = max(len(n) for n in names) + 2
-        out.append(f"  softmax(alpha_{kind}), edges x ops (* the largest; uniform = {1 / len(prims):.3f}):")
+        name = weights_name(model).replace("alpha", f"alpha_{kind}")
+        out.append(f"  {name}, edges x ops (* the largest; uniform = {1 / len(prims):.3f}):")
         header = "".join(short_op(p).rjust(width) + " " for p in prims)
         out.append(("    " + "edge".ljust(label) + header).rstrip())
         for name, row in zip(names, rows):
