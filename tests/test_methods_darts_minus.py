@@ -159,6 +159,30 @@ def test_fused_paths_normal_cells_batched_reduction_cells_per_edge():
     assert isinstance(edge, DartsMinusMixedOp) and isinstance(edge.auxiliary_op, FactorizedReduce)
 
 
+def test_fused_forward_is_one_mixed_sum_per_node_or_state():
+    """The auxiliary skip adds no launch of its own: normal cells one state_mixed_sum per
+    source state (5), reduction cells one mixed_sum per node (4), as counted by dispatch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket)
+            if name.startswith("fastdarts."):
+                self.calls[name] = self.calls.get(name, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    _, fused = _pair()
+    fused.train()
+    x, _ = cnn_batch(1, n=2, dtype=D)
+    with Count() as c:
+        fused(x)
+    assert c.calls == {"fastdarts.state_mixed_sum": 5, "fastdarts.mixed_sum": 8}
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_fused_mixed_op_alone_matches_reference(stride):
     torch.manual_seed(0)
