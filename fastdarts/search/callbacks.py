@@ -82,8 +82,9 @@ def format_alphas(model, digits: int = 3) -> str:
         names = edge_names(kind, len(rows))
         width = max(digits + 3, *(len(short_op(p)) + 1 for p in prims))
         label = max(len(n) for n in names) + 2
-        name = weights_name(model).replace("alpha", f"alpha_{kind}")
-        out.append(f"  {name}, edges x ops (* the largest; uniform = {1 / len(prims):.3f}):")
+        name = weights_name(model)
+        ref = f"; uniform = {1 / len(prims):.3f}" if name == "softmax(alpha)" else ""
+        out.append(f"  {name.replace('alpha', f'alpha_{kind}')}, edges x ops (* the largest{ref}):")
         header = "".join(short_op(p).rjust(width) + " " for p in prims)
         out.append(("    " + "edge".ljust(label) + header).rstrip())
         for name, row in zip(names, rows):
