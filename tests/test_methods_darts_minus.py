@@ -183,6 +183,20 @@ def test_fused_forward_is_one_mixed_sum_per_node_or_state():
     assert c.calls == {"fastdarts.state_mixed_sum": 5, "fastdarts.mixed_sum": 8}
 
 
+@pytest.mark.parametrize("index", [0, 1])
+def test_fused_cell_alone_matches_reference(index):
+    """A lone cell call (no precomputed blocks): weights [14, K + 1], beta in the last column."""
+    ref, fused = _pair(seed=3, beta=0.8)
+    rc, fc = ref.cells[index], fused.cells[index]
+    g = torch.Generator().manual_seed(4)
+    C_pp, C_p = rc.preprocess0.op[1].in_channels, rc.preprocess1.op[1].in_channels
+    s0 = torch.randn(2, C_pp, 8, 8, generator=g, dtype=D)
+    s1 = torch.randn(2, C_p, 8, 8, generator=g, dtype=D)
+    w = torch.softmax(ref.alphas_normal, -1)
+    ext = torch.cat([w, ref.aux_beta.expand(14, 1)], 1)  # beta as the model holds it
+    _close(fc(s0, s1, ext), rc(s0, s1, w, ref.aux_beta))
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_fused_mixed_op_alone_matches_reference(stride):
     torch.manual_seed(0)
