@@ -231,14 +231,16 @@ class _Bilevel:
 
 
 class CNNArchitect(_Bilevel):
-    """The CNN form: momentum and weight decay in the virtual step; Adam (0.5, 0.999)."""
+    """The CNN form: momentum and weight decay in the virtual step; Adam (0.5, 0.999)
+    (beta1 from ``args.arch_beta1`` when given: FairDARTS uses 0.9)."""
 
     def __init__(self, model, args, *, r=1e-2, hvp="finite_difference", micro_batches=1,
                  capturable=False):
         super().__init__(model, r=r, hvp=hvp, micro_batches=micro_batches)
         self.network_momentum = args.momentum
         self.network_weight_decay = args.weight_decay
-        self.optimizer = torch.optim.Adam(self.alphas, lr=args.arch_learning_rate, betas=(0.5, 0.999),
+        beta1 = getattr(args, "arch_beta1", 0.5)
+        self.optimizer = torch.optim.Adam(self.alphas, lr=args.arch_learning_rate, betas=(beta1, 0.999),
                                           weight_decay=args.arch_weight_decay, capturable=capturable)
 
     def _closures(self, x, y):

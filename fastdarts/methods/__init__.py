@@ -81,10 +81,4 @@ register(Method(
 
 
 # -- the built-in descendants: each module registers its method when imported --
-# fair-darts, darts-:
-# sdarts-rs, r-darts:
-from . import (  # noqa: E402,F401
-    pc_darts,  # noqa: E402,F401  (registers "pc-darts")
-    rdarts,
-    sdarts,
-)
+from . import darts_minus, fair_darts, pc_darts, rdarts, sdarts  # noqa: E402,F401

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
+import torch
 import torch.nn.functional as F
 
 from .. import distributed
@@ -73,10 +74,20 @@ def genotype_dict(model, genotype=None) -> dict:
 
 
 def softmax_alphas(model) -> dict:
-    """softmax(alpha) per cell kind (:func:`alpha_kinds`) as nested lists; PC-DARTS' betas,
-    which follow the two alphas, are left to :func:`edge_weights`."""
-    return {k: F.softmax(a.detach().float(), dim=-1).cpu().tolist()
-            for k, a in zip(alpha_kinds(model), model.arch_parameters())}
+    """The op weights per cell kind (:func:`alpha_kinds`) as nested lists:
+    ``model.arch_weights(alpha)`` where the model has that hook (softmax in DARTS, sigmoid
+    in FairDARTS), else softmax(alpha).  PC-DARTS' betas, which follow the two alphas, are
+    left to :func:`edge_weights`."""
+    weights = getattr(model, "arch_weights", None)
+    with torch.no_grad():
+        return {k: (weights(a.detach().float()) if weights is not None
+                    else F.softmax(a.detach().float(), dim=-1)).cpu().tolist()
+                for k, a in zip(alpha_kinds(model), model.arch_parameters())}
+
+
+def weights_name(model) -> str:
+    """What :func:`softmax_alphas` shows: "softmax(alpha)" or e.g. "sigmoid(alpha)"."""
+    return getattr(model, "arch_weights_name", "softmax(alpha)")
 
 
 def edge_weights(model) -> dict | None:
@@ -115,7 +126,9 @@ def format_alphas(model, digits: int = 3) -> str:
         names = edge_names(kind, len(rows))
         width = max(digits + 3, *(len(short_op(p)) + 1 for p in prims))
         label = max(len(n) for n in names) + 2
-        out.append(f"  softmax(alpha_{kind}), edges x ops (* the largest; uniform = {1 / len(prims):.3f}):")
+        name = weights_name(model)
+        ref = f"; uniform = {1 / len(prims):.3f}" if name == "softmax(alpha)" else ""
+        out.append(f"  {name.replace('alpha', f'alpha_{kind}')}, edges x ops (* the largest{ref}):")
         header = "".join(short_op(p).rjust(width) + " " for p in prims)
         out.append(("    " + "edge".ljust(label) + header).rstrip())
         for name, row in zip(names, rows):

@@ -94,6 +94,22 @@ class CNNSearchConfig:
                                     bounds="[2, inf)")
 
     # -- FairDARTS and DARTS- settings --
+    # FairDARTS (xiaomi-automl/FairDARTS, fairdarts/train_search.py)
+    zero_one_weight: float = setting(10.0, "fair-darts: weight of the zero-one loss "
+                                     "-mean((sigmoid(alpha) - 0.5)^2) in the architecture loss "
+                                     "(its --aux_loss_weight)", bounds="[0, inf)")
+    fair_threshold: float = setting(0.85, "fair-darts: an edge's best op enters the genotype when "
+                                    "its sigmoid(alpha) >= this (its --op_threshold)", bounds="[0, 1]")
+    arch_beta1: float = setting(0.5, "Adam beta1 of the architecture optimizer (DARTS: 0.5; "
+                                "fair-darts: 0.9, its --arch_lr_gamma)", bounds="[0, 1)")
+    # DARTS- (Meituan-AutoML/DARTS-, src/search/args.py, scripts/run_darts_minus.sh)
+    aux_skip_beta: float = setting(1.0, "darts-: initial coefficient beta of the auxiliary skip on "
+                                   "every edge (its --skip_beta)", bounds="[0, inf)")
+    aux_skip_decay: str = setting("linear", "darts-: how beta falls to 0 over the epochs (its --decay)",
+                                  choices=("linear", "cosine", "none"))
+    aux_skip_decay_epochs: int | None = setting(None, "darts-: epochs of the decay (its "
+                                                "--decay_max_epoch, 50); default: --epochs",
+                                                bounds="[1, inf)")
 
     # -- SDARTS-RS and R-DARTS settings --
     # SDARTS-RS (xiangning-chen/SmoothDARTS sota/cnn/train_search.py; fastdarts/methods/sdarts.py)
@@ -378,6 +394,7 @@ class _ArchArgs:
         self.weight_decay = cfg.weight_decay
         self.arch_learning_rate = cfg.arch_learning_rate
         self.arch_weight_decay = cfg.arch_weight_decay
+        self.arch_beta1 = cfg.arch_beta1
 
 
 def search_cnn(cfg: CNNSearchConfig, callbacks=()):

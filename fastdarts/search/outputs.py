@@ -305,8 +305,10 @@ def summary(engine, save: str, space: str) -> str:
         if metric:
             classes = getattr(engine, "num_classes", None)
             chance = f" (chance {1 / classes:.2f})" if classes and "valid_acc" in last else ""
-            lines.append(f"final {metric}{chance}; softmax(alpha) spans {min(probs):.3f} to "
-                         f"{max(probs):.3f} (uniform {1 / n_ops:.3f})")
+            name = getattr(getattr(engine, "model", None), "arch_weights_name", "softmax(alpha)")
+            ref = f" (uniform {1 / n_ops:.3f})" if name == "softmax(alpha)" else ""
+            lines.append(f"final {metric}{chance}; {name} spans {min(probs):.3f} to "
+                         f"{max(probs):.3f}{ref}")
     lines.append(f"genotype = {engine.genotype}")
     lines.append(f"outputs in {save}/:")
     for name, text in _VIEW.items():

@@ -3,7 +3,8 @@
 First order: alpha.grad = dL_val(w, alpha)/dalpha.
 Second order: w' = w - eta (momentum * m + dL_train/dw + wd * w); alpha.grad =
 dL_val(w')/dalpha - eta * HVP, the HVP by central finite differences.  Adam on
-alpha with betas (0.5, 0.999).
+alpha with betas (0.5, 0.999) (beta1 from ``args.arch_beta1`` when given: FairDARTS
+uses 0.9).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class Architect:
         self.model = model
         self.r = 1e-2  # finite-difference scale: R = r / ||v|| (the original's r=1e-2)
         self.optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=args.arch_learning_rate,
-                                          betas=(0.5, 0.999), weight_decay=args.arch_weight_decay)
+                                          betas=(getattr(args, "arch_beta1", 0.5), 0.999),
+                                          weight_decay=args.arch_weight_decay)
 
     def _momentum_buffers(self, network_optimizer, params):
         """The optimizer's momentum buffers times args.momentum; zeros unless every
