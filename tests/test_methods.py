@@ -59,3 +59,20 @@ def test_cli_applies_method_defaults_only_to_flags_not_given(toy_method):
     assert (cfg.method, cfg.learning_rate, cfg.batch_size) == ("toy-test", 0.5, 3)
     with pytest.raises(ConfigError, match="drop --unrolled"):
         cnn_config(p.parse_args(["--method", "toy-test", "--unrolled"]))
+
+
+def test_resume_key_holds_the_method_settings_only_where_they_differ(tmp_path):
+    """A DARTS search's checkpoint key is the one written before methods existed (so
+    those checkpoints still resume); a method, or a changed method setting, is in it."""
+    from dataclasses import fields
+
+    from fastdarts.search.cnn import CNNSearchConfig, build
+
+    first = [f.name for f in fields(CNNSearchConfig)].index("method")
+    later = {f.name for f in fields(CNNSearchConfig)[first:]}
+    tiny = dict(layers=1, init_channels=2, batch_size=4, quiet=True)
+    plain = build(method_config("darts", save=str(tmp_path / "a"), **tiny)).config_key
+    assert not later & set(plain), sorted(later & set(plain))
+    assert {"learning_rate", "unrolled", "impl", "data"} <= set(plain)
+    minus = build(method_config("darts-", save=str(tmp_path / "b"), aux_skip_beta=0.5, **tiny)).config_key
+    assert minus["method"] == "darts-" and minus["aux_skip_beta"] == 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -157,6 +157,10 @@ class CNNSearchConfig:
                                    small=1, bounds="[1, inf)")
     track_running_stats: bool = setting(False, "--space nb201: the cells' batch norms keep running "
                                         "statistics (NB201's BN=1; default BN=0: batch statistics)")
+
+
+# fields from ``method`` on (fastdarts/methods, the spaces): see the resume key in build()
+_FIRST_METHOD_FIELD = [f.name for f in fields(CNNSearchConfig)].index("method")
 
 
 class CNNSearch(Engine):
@@ -313,8 +317,13 @@ def build(cfg: CNNSearchConfig, callbacks=()):
     engine.config_key = {k: v for k, v in asdict(cfg).items()
                          if k not in ("resume", "trust_checkpoint", "overwrite", "quiet", "report_freq",
                                       "save", "device", "epochs")}
-    if cfg.space == "darts":  # settings of another space: kept out, so older checkpoints still resume
-        for k in ("space", "op_set", "cells_per_stage", "track_running_stats"):
+    # The settings that came with the methods and spaces count only where they differ from
+    # their default, so a checkpoint written before they existed still resumes.
+    for f in fields(CNNSearchConfig)[_FIRST_METHOD_FIELD:]:
+        if engine.config_key.get(f.name) == f.default:
+            engine.config_key.pop(f.name)
+    if cfg.space == "darts":  # settings of another space
+        for k in ("op_set", "cells_per_stage", "track_running_stats"):
             engine.config_key.pop(k, None)
     engine.config_key["data"] = data.name
     engine.num_classes = data.num_classes  # the summary's chance level
