@@ -19,6 +19,12 @@ if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 
+# One intra-op thread per pytest-xdist worker: the workers already use every core, and
+# OpenMP threads waiting on a busy core cost far more than they save at these shapes.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(1)
+
+
 def cuda_available() -> bool:
     return torch.cuda.is_available()
 

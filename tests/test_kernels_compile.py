@@ -30,7 +30,8 @@ def _why_no_nvidia_backend() -> str | None:
 
 pytestmark = [pytest.mark.skipif(_why_no_nvidia_backend() is not None,
                                  reason=str(_why_no_nvidia_backend())),
-              pytest.mark.slow]  # cold: ~130-160 s of CPU; warm (results cached): ~15 s
+              pytest.mark.slow,  # cold: ~130-160 s of CPU; warm (results cached): ~15 s
+              pytest.mark.xdist_group("kernel-compile")]  # one worker builds the report once
 
 
 @pytest.fixture(scope="module")
