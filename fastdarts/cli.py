@@ -45,7 +45,7 @@ def _save_dir(a) -> str | None:
 
     classes = {("search", "cnn"): CNNSearchConfig, ("search", "rnn"): RNNSearchConfig,
                ("train", "cnn"): CNNTrainConfig, ("train", "rnn"): RNNTrainConfig}
-    cls = classes.get((a.command, getattr(a, "space", None)))
+    cls = classes.get((a.command, getattr(a, "net", None)))
     if cls is None:
         return None
     return getattr(a, "save", None) or config.defaults(cls)["save"]
@@ -97,7 +97,7 @@ def _saved_epochs(path: str) -> int | None:
 
 def _command(a, extra: list[str]) -> str:
     flags = _without(list(getattr(a, "argv", [])), ("--resume",), ("--overwrite", "--continue_train"))
-    return shlex.join(["fastdarts", a.command, a.space, *flags, *extra])
+    return shlex.join(["fastdarts", a.command, a.net, *flags, *extra])
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ def _profile_flags(p) -> None:
 def add_parser(top) -> None:
     """Register ``profile`` with ``cnn`` and ``rnn`` on the top-level subparsers."""
     prof = top.add_parser("profile", help="where a search step's time goes, and what the search costs")
-    sub = prof.add_subparsers(dest="space", required=True)
+    sub = prof.add_subparsers(dest="net", required=True)
     cnn = search_cli.cnn_parser(sub)
     _profile_flags(cnn)
     cnn.set_defaults(run=run_profile_cnn)

@@ -159,7 +159,7 @@ def run_search_rnn(a) -> int:
 def add_parser(top) -> None:
     """Register ``search`` with ``cnn``, ``rnn`` and every ``@command("search ...")``."""
     search = top.add_parser("search", help="architecture search")
-    sub = search.add_subparsers(dest="space", required=True)
+    sub = search.add_subparsers(dest="net", required=True)
     for build, run in ((cnn_parser, run_search_cnn), (rnn_parser, run_search_rnn)):
         p = build(sub)
         _search_only_flags(p)

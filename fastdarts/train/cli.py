@@ -124,7 +124,7 @@ def run_test_rnn(a) -> int:
 def add_parser(top) -> None:
     """Register ``train cnn|rnn``."""
     train = top.add_parser("train", help="train a genotype from scratch (evaluation)")
-    sub = train.add_subparsers(dest="space", required=True)
+    sub = train.add_subparsers(dest="net", required=True)
     _cnn_parser(sub).set_defaults(run=run_train_cnn)
     _rnn_parser(sub).set_defaults(run=run_train_rnn)
 
@@ -138,7 +138,7 @@ def _trust_flag(p) -> None:
 def add_test_parser(top) -> None:
     """Register ``test cnn|rnn``."""
     test = top.add_parser("test", help="test a trained network (accuracy / perplexity)")
-    sub = test.add_subparsers(dest="space", required=True)
+    sub = test.add_subparsers(dest="net", required=True)
     p = sub.add_parser("cnn", help="test accuracy of a network trained with fastdarts train cnn")
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by fastdarts train cnn")
     p.add_argument("--data", default=None,
