@@ -233,7 +233,7 @@ def test_torchrun_rnn_search_and_its_exact_resume(tmp_path):
     and resuming (every rank's RNG restored from the checkpoint) gives the same
     weights and alphas, bit for bit, as the unbroken data-parallel search."""
     tiny = ["search", "rnn", "--emsize", "8", "--nhid", "8", "--nhidlast", "8", "--batch_size", "4",
-            "--bptt", "6", "--max_steps_per_epoch", "3", "--quiet"]
+            "--bptt", "6", "--max_steps_per_epoch", "3", "--eval_batch_size", "256", "--quiet"]
     full = _torchrun([*tiny, "--epochs", "2", "--save", str(tmp_path / "full")])
     assert full.stdout.count("genotype = ") == 1
     assert (tmp_path / "full" / "genotype.json").exists()

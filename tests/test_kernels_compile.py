@@ -34,9 +34,11 @@ pytestmark = [pytest.mark.skipif(_why_no_nvidia_backend() is not None,
               pytest.mark.xdist_group("kernel-compile")]  # one worker builds the report once
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report():
-    """The worker's report, compiled once for the whole module (the ``bounds`` set)."""
+    """The worker's report, compiled once (the ``bounds`` set).  Session-scoped: under
+    pytest-xdist this module's tests can be interleaved with others on their worker, and
+    a module-scoped fixture would then be rebuilt (measured: compiled twice, 2 x 100 s)."""
     from bench import bench_compile
 
     return bench_compile.run_worker("bounds")
