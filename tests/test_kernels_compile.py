@@ -30,15 +30,14 @@ def _why_no_nvidia_backend() -> str | None:
 
 pytestmark = [pytest.mark.skipif(_why_no_nvidia_backend() is not None,
                                  reason=str(_why_no_nvidia_backend())),
-              pytest.mark.slow,  # cold: ~130-160 s of CPU; warm (results cached): ~15 s
-              pytest.mark.xdist_group("kernel-compile")]  # one worker builds the report once
+              pytest.mark.slow]  # cold: ~130-160 s of CPU; warm (results cached): ~15 s
 
 
 @pytest.fixture(scope="session")
 def report():
-    """The worker's report, compiled once (the ``bounds`` set).  Session-scoped: under
-    pytest-xdist this module's tests can be interleaved with others on their worker, and
-    a module-scoped fixture would then be rebuilt (measured: compiled twice, 2 x 100 s)."""
+    """The worker's report, compiled once (the ``bounds`` set).  The suite runs with
+    pytest-xdist's ``--dist loadfile`` (pyproject.toml), which keeps this module on one
+    worker; split over two, each compiled it (measured: 2 x 100 s)."""
     from bench import bench_compile
 
     return bench_compile.run_worker("bounds")

@@ -195,10 +195,12 @@ def test_png(tmp_path):
 def test_cli_profile_cnn_writes_json(tmp_path):
     out = tmp_path / "report.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --no_ops: the torch.profiler step is checked in-process above
     proc = subprocess.run([sys.executable, "-m", "fastdarts", "profile", "cnn", "--steps", "2", "--warmup",
-                           "1", "--epochs", "1", "--json", str(out)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)
+                           "1", "--epochs", "1", "--no_ops", "--json", str(out)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "  warm-up: 1 steps in " in proc.stderr and "  step 2/2: " in proc.stderr  # progress
     assert "projection:" in proc.stdout and "CPU-hours" in proc.stdout
     rep = json.loads(out.read_text())
     check_schema(rep)
