@@ -37,7 +37,7 @@ def test_given_settings_win_over_the_method_over_darts(toy_method):
     full = method_config("toy-test", data="/nowhere")
     assert (full.learning_rate, full.batch_size, full.epochs) == (0.5, 7, 50)
     small = method_config("toy-test")
-    assert (small.learning_rate, small.batch_size, small.epochs) == (0.25, 64, 6)
+    assert (small.learning_rate, small.batch_size, small.epochs) == (0.25, 64, 5)
     given = method_config("toy-test", data="/nowhere", learning_rate=0.1)
     assert (given.learning_rate, given.batch_size) == (0.1, 7)
 

@@ -226,7 +226,7 @@ def test_published_defaults_and_refusals():
     assert (cfg.batch_size, cfg.learning_rate, cfg.arch_learning_rate, cfg.arch_beta1,
             cfg.zero_one_weight, cfg.fair_threshold, cfg.epochs) == (128, 0.005, 3e-3, 0.9, 10.0, 0.85, 50)
     small = method_config("fair-darts")
-    assert (small.layers, small.init_channels, small.epochs) == (3, 4, 6)
+    assert (small.layers, small.init_channels, small.epochs) == (3, 4, 5)
     with pytest.raises(ConfigError, match="first order"):
         method_config("fair-darts", unrolled=True)
     with pytest.raises(ConfigError, match="DARTS- settings"):

@@ -79,7 +79,8 @@ def test_rnn_resume_equals_unbroken(tmp_path, impl):
 
 
 def test_cli_search_rnn_and_ptb_errors(tmp_path, capsys):
-    rc = cli.main(["search", "rnn", "--epochs", "1", "--max_steps_per_epoch", "2", "--eval_batch_size", "256", "--save",
+    rc = cli.main(["search", "rnn", "--epochs", "1", "--max_steps_per_epoch", "2",
+                   "--eval_batch_size", "256", "--save",
                    str(tmp_path / "r"), "--quiet", "--emsize", "8", "--nhid", "8", "--nhidlast", "8"])
     assert rc == 0
     assert (tmp_path / "r" / "genotype.json").exists() and (tmp_path / "r" / "recurrent.dot").exists()

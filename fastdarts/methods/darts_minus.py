@@ -55,9 +55,9 @@ DARTS_MINUS = register(Method(
     summary="an auxiliary skip beta * x (FactorizedReduce on stride 2) on every edge, beta "
             "decaying linearly from 1 to 0 over the epochs",
     defaults={"aux_skip_beta": 1.0, "aux_skip_decay": "linear"},
-    # the demo: DARTS' small settings, beta 1 -> 1/6 over its 6 epochs; measured (loaded
-    # 2-core VM, 1 thread): 313 s, final valid_acc 0.673 (chance 0.10), softmax(alpha)
-    # from 0.125 to 0.036..0.435
+    # the demo: DARTS' small settings, beta 1 -> 1/5 over its 5 epochs; measured with the
+    # 6-epoch demo of 2026-12-01 (loaded 2-core VM, 1 thread): 313 s, final valid_acc
+    # 0.673 (chance 0.10), softmax(alpha) from 0.125 to 0.036..0.435
     small_defaults={"aux_skip_beta": 1.0, "aux_skip_decay": "linear"},
     build_model=build_model,
     callbacks=callbacks,

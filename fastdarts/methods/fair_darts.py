@@ -34,9 +34,10 @@ FAIR_DARTS = register(Method(
     defaults={"batch_size": 128, "learning_rate": 0.005, "learning_rate_min": 0.001,
               "arch_learning_rate": 3e-3, "arch_weight_decay": 1e-3, "arch_beta1": 0.9,
               "weight_decay": 3e-4, "epochs": 50, "zero_one_weight": 10.0, "fair_threshold": 0.85},
-    # the demo keeps DARTS' small sizes and rates (weight lr 0.05, arch lr 3e-2, 6 epochs);
-    # measured (loaded 2-core VM, 1 thread): 399 s, final valid_acc 0.808 (chance 0.10),
-    # sigmoid(alpha) from 0.5 to 0.19..0.91, 4 of 16 edges kept at 0.85
+    # the demo keeps DARTS' small sizes and rates (weight lr 0.05, arch lr 3e-2, 5 epochs);
+    # measured with the 6-epoch demo of 2026-12-01 (loaded 2-core VM, 1 thread): 399 s,
+    # final valid_acc 0.808 (chance 0.10), sigmoid(alpha) from 0.5 to 0.19..0.91, 4 of 16
+    # edges kept at 0.85
     small_defaults={"arch_beta1": 0.9, "zero_one_weight": 10.0, "fair_threshold": 0.85},
     first_order_only=True,
     build_model=build_model,

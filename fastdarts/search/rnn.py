@@ -71,7 +71,8 @@ class RNNSearchConfig:
     trust_checkpoint: bool = trust_checkpoint_setting()
     overwrite: bool = overwrite_setting("search")
     quiet: bool = setting(False, "print nothing")
-    eval_batch_size: int = setting(10, "validation batch size (the original fixes it at 10)", bounds="[1, inf)")
+    eval_batch_size: int = setting(10, "validation batch size (the original fixes it at 10)",
+                                   bounds="[1, inf)")
     max_steps_per_epoch: int | None = setting(None, "cut epochs short", small=25, bounds="[1, inf)")
     tied_embedding_step: str = setting(
         "original", "second order: 'original' keeps the tied embedding/decoder weight un-stepped "
