@@ -259,7 +259,7 @@ def test_cli_small_settings_only_on_the_embedded_default(captured, tmp_path):
     save = ["--save", str(tmp_path / "s"), "--quiet"]
     assert cli.main(["search", "cnn", *save]) == 0
     c = captured[-1]
-    assert (c.init_channels, c.layers, c.batch_size, c.epochs) == (4, 3, 64, 6) and c.data is None
+    assert (c.init_channels, c.layers, c.batch_size, c.epochs) == (4, 3, 64, 5) and c.data is None
     assert cli.main(["search", "cnn", "--data", "somewhere", *save]) == 0
     c = captured[-1]
     assert (c.init_channels, c.layers, c.batch_size, c.epochs) == (16, 8, 64, 50)
