@@ -524,6 +524,18 @@ def count_cnn_step(impl: str, unrolled: bool, *, C: int = 16, layers: int = 8, b
     else:
         raise ValueError(f"method must be 'darts' or 'pc-darts', got {method!r}")
     model = Network(C, num_classes, layers, nn.CrossEntropyLoss(), steps, multiplier, **kw)
+    return _count_image_search_step(model, Architect, unrolled, batch=batch, hw=hw,
+                                    num_classes=num_classes, warmup=warmup, repeats=repeats,
+                                    backend=backend, seed=seed)
+
+
+def _count_image_search_step(model, Architect, unrolled: bool, *, batch: int, hw: int,
+                             num_classes: int, warmup: int, repeats: int, backend: str,
+                             seed: int) -> dict:
+    """The counts of one image search step of ``model`` (a CNN or NB201 supernet) as
+    fastdarts/search/cnn.py runs it, on fixed random batches drawn from ``seed``."""
+    import torch.nn as nn
+
     # foreach=True: what SGD picks by default for CUDA tensors
     optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4,
                                 foreach=True)
@@ -560,25 +572,9 @@ def count_nb201_step(impl: str, unrolled: bool, *, C: int = 16, N: int = 5, batc
     torch.manual_seed(seed)
     model = Network(C, N, 4, num_classes, nn.CrossEntropyLoss(),
                     track_running_stats=track_running_stats)
-    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4,
-                                foreach=True)
-    architect = Architect(model, CNN_ARGS)
-    _gpu_default_foreach(architect)
-    g = torch.Generator().manual_seed(seed)
-    x, xv = torch.randn(batch, 3, hw, hw, generator=g), torch.randn(batch, 3, hw, hw, generator=g)
-    y = torch.randint(0, num_classes, (batch,), generator=g)
-    yv = torch.randint(0, num_classes, (batch,), generator=g)
-
-    def step():
-        architect.step(x, y, xv, yv, 0.025, optimizer, unrolled)
-        model.train()
-        optimizer.zero_grad()
-        loss = model._criterion(model(x), y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-
-    return _measure(step, model, architect, warmup=warmup, repeats=repeats, backend=backend)
+    return _count_image_search_step(model, Architect, unrolled, batch=batch, hw=hw,
+                                    num_classes=num_classes, warmup=warmup, repeats=repeats,
+                                    backend=backend, seed=seed)
 
 
 def count_rnn_step(impl: str, unrolled: bool, *, emsize: int = 300, ntoken: int = 1000,
