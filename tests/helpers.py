@@ -229,18 +229,23 @@ def assert_close(actual, expected, rtol, atol, what):
                            f"{bound.flatten()[worst].item():.3g}")
 
 
+ARCH_NAMES = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")  # PC-DARTS: all 4
+
+
 def cnn_loss_and_grads(model, x, y):
-    """(logits, loss, {name: grad} with the alphas' as 'alphas_normal'/'alphas_reduce')
-    of one forward and backward of a CNN search model, from zeroed gradients."""
+    """(logits, loss, {name: grad}) of one forward and backward of a CNN search model,
+    from zeroed gradients; its arch parameters' gradients under ARCH_NAMES ('alphas_normal',
+    'alphas_reduce', and PC-DARTS' 'betas_normal', 'betas_reduce')."""
     model.zero_grad()
-    for a in model.arch_parameters():
+    params = model.arch_parameters()
+    for a in params:
         a.grad = None
     logits = model(x)
     loss = model._criterion(logits, y)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    grads["alphas_normal"] = model.alphas_normal.grad.clone()
-    grads["alphas_reduce"] = model.alphas_reduce.grad.clone()
+    for n, a in zip(ARCH_NAMES[:len(params)], params, strict=True):
+        grads[n] = a.grad.clone()
     return logits, loss, grads
 
 

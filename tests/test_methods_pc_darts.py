@@ -21,7 +21,7 @@ from fastdarts.reference.cnn import pc_darts as ref
 from fastdarts.search.cnn import method_config, search_cnn
 from fastdarts.space.genotypes import PRIMITIVES
 
-from .helpers import StopAfter, assert_close, cnn_args, cnn_batch, one_thread  # noqa: F401
+from .helpers import StopAfter, assert_close, cnn_args, cnn_batch, cnn_loss_and_grads, one_thread  # noqa: F401
 
 F64 = torch.float64
 RTOL, ATOL = 1e-10, 1e-14
@@ -192,20 +192,6 @@ def test_fused_builds_the_same_modules_and_weights():
 
 
 # ------------------------------------------------------------------ fused vs reference
-def _forward_backward(model, x, y):
-    model.zero_grad()
-    for a in model.arch_parameters():
-        a.grad = None
-    logits = model(x)
-    loss = model._criterion(logits, y)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    for n, a in zip(["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"],
-                    model.arch_parameters(), strict=True):
-        grads[n] = a.grad.clone()
-    return logits.detach(), loss.detach(), grads
-
-
 @pytest.mark.parametrize("mode", ["train-batched", "train-per-node", "eval"])
 def test_fused_matches_reference(mode):
     r, f = _net(ref.Network, seed=6), _net(fused.Network, seed=6)
@@ -219,8 +205,8 @@ def test_fused_matches_reference(mode):
     assert [c.why_not_batched() is None for c in f.cells] == [expect_batched] * 3
     assert [c.reduction for c in f.cells] == [False, True, True]
     x, y = cnn_batch(7, n=3, hw=8)
-    lr, loss_r, gr = _forward_backward(r, x, y)
-    lf, loss_f, gf = _forward_backward(f, x, y)
+    lr, loss_r, gr = cnn_loss_and_grads(r, x, y)
+    lf, loss_f, gf = cnn_loss_and_grads(f, x, y)
     assert_close(lf, lr, RTOL, ATOL, "logits")
     assert_close(loss_f, loss_r, RTOL, ATOL, "loss")
     assert gr.keys() == gf.keys()
