@@ -126,6 +126,29 @@ def test_digits_default_and_split():
     assert torch.equal(w.images, digits.images[:898])
 
 
+def test_digits_read_directly_equal_load_digits(monkeypatch):
+    """The embedded default reads scikit-learn's digits CSV without importing sklearn;
+    it must give exactly what load_digits() gives, and fall back to it (a moved file)."""
+    from fastdarts.data import images as I
+
+    sk = pytest.importorskip("sklearn.datasets")
+    d = sk.load_digits()
+    direct = I._digits_arrays()
+    assert direct[0].dtype == d.images.dtype and np.array_equal(direct[0], d.images)
+    assert np.array_equal(direct[1], d.target)
+    monkeypatch.setattr(I.os.path, "isfile", lambda path: False)  # the CSV is not where expected
+    via = I._digits_arrays()
+    assert np.array_equal(via[0], d.images) and np.array_equal(via[1], d.target)
+
+
+def test_digits_without_sklearn_says_what_to_install(monkeypatch):
+    from fastdarts.data import images as I
+
+    monkeypatch.setattr(I.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(D.DatasetError, match="scikit-learn"):
+        D.load_digits_images()
+
+
 def _toy(n=10, hw=8):
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (n, 3, hw, hw), generator=g, dtype=torch.uint8)

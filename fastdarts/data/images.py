@@ -6,6 +6,8 @@ rebuilt per step)."""
 from __future__ import annotations
 
 import codecs
+import gzip
+import importlib.util
 import os
 import pickle
 from dataclasses import dataclass
@@ -126,20 +128,37 @@ def load_digits_images(size: int = 16) -> ImageData:
     """The embedded default: scikit-learn's bundled 1,797 handwritten digits (8x8, 17
     gray levels), as 3-channel uint8 images of ``size`` x ``size`` (nearest upsampling),
     10 classes, with their own mean/std.  No download."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise DatasetError("the embedded default data set needs scikit-learn "
-                           "(pip install scikit-learn, or pip install 'fastdarts[data]')") from exc
-    d = load_digits()
-    img = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))  # [N, 8, 8]
+    images, target = _digits_arrays()
+    img = torch.from_numpy((images * (255.0 / 16.0)).round().astype(np.uint8))  # [N, 8, 8]
     rep = size // 8
     img = img.repeat_interleave(rep, 1).repeat_interleave(rep, 2)
     img = img.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
     mean = float(img.float().mean() / 255)
     std = float(img.float().std() / 255)
-    return ImageData(img, torch.from_numpy(d.target.astype(np.int64)), (mean,) * 3, (std,) * 3, 10,
+    return ImageData(img, torch.from_numpy(target.astype(np.int64)), (mean,) * 3, (std,) * 3, 10,
                      "digits")
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images float64 [1797, 8, 8] in 0..16, labels [1797]) as ``load_digits()`` gives them.
+    Read straight from the CSV that scikit-learn ships when it is where scikit-learn keeps
+    it: importing sklearn.datasets (and SciPy with it) costs about 1.7 s of every process
+    that runs the embedded default (measured 2026-12-01, scikit-learn on a 2-core VM),
+    and the subprocess tests start many.  Otherwise through ``load_digits()``."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None:
+        raise DatasetError("the embedded default data set needs scikit-learn "
+                           "(pip install scikit-learn, or pip install 'fastdarts[data]')")
+    csv = os.path.join(os.path.dirname(spec.origin or ""), "datasets", "data", "digits.csv.gz")
+    if os.path.isfile(csv):
+        with gzip.open(csv, "rt") as f:
+            data = np.loadtxt(f, delimiter=",")
+        if data.shape == (1797, 65):
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images, d.target
 
 
 def search_split(data: ImageData, train_portion: float = 0.5) -> tuple[ImageData, ImageData]:
