@@ -17,6 +17,10 @@ import torch
 # TRITON_INTERPRET in the environment wins.
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from tests import triton_interp
+
+    triton_interp.install()  # the interpreter's per-call scan done once (tests/triton_interp.py)
 
 
 # One intra-op thread per pytest-xdist worker: the workers already use every core, and
