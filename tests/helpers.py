@@ -297,3 +297,63 @@ def assert_refused_in_one_line(message: str, path, marker) -> str:
     assert os.fspath(path) in lines[0] and "system" in lines[0], lines[0]
     assert not os.path.exists(marker), "the file's code ran"
     return lines[0]
+
+
+# -- ranks of the data-parallel tests --------------------------------------------------
+# Each spawned rank is a fresh interpreter that imports torch, torch._dynamo (the first
+# optimizer imports it) and fastdarts again: about 6 s of CPU before its first step on
+# the 2-core CI machine (measured 2026-12-01, torch 2.13.0+cpu), and these tests start
+# 17 ranks.  A forkserver imports them once per pytest worker and forks each rank from
+# that single-threaded server, which is as safe as spawning; the ranks still share
+# nothing but the imported modules.
+RANK_PRELOAD = ["torch", "torch._dynamo", "torch.distributed", "fastdarts", "fastdarts.distributed",
+                "tests.helpers"]
+
+
+def start_ranks(fn, args, nprocs: int, preload=()):
+    """torch.multiprocessing.start_processes(fn, args, nprocs) from a forkserver that has
+    imported ``RANK_PRELOAD`` and ``preload`` (the test module holding ``fn``).  Raises, as
+    start_processes does, when a rank fails."""
+    import torch.multiprocessing as mp
+
+    mp.get_context("forkserver").set_forkserver_preload([*RANK_PRELOAD, *preload])
+    return mp.start_processes(fn, args=args, nprocs=nprocs, start_method="forkserver")
+
+
+def rank_context(preload=()):
+    """The forkserver context of :func:`start_ranks`, for tests that start Process objects."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([*RANK_PRELOAD, *preload])
+    return ctx
+
+
+def _cli_rank(rank: int, argv: list, world: int, port: int, out_dir: str) -> None:
+    import contextlib
+    import sys
+
+    from fastdarts import cli
+
+    # what torchrun gives each worker (torch.distributed.run, a single node)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), GROUP_RANK="0", ROLE_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world), ROLE_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)  # a fresh process would take OMP_NUM_THREADS; a forked one has begun
+    with open(os.path.join(out_dir, f"stdout{rank}.txt"), "w") as out, \
+            contextlib.redirect_stdout(out):
+        code = cli.main(list(argv))
+        sys.stdout.flush()
+    if code:
+        raise SystemExit(code)
+
+
+def cli_ranks(argv: list, world: int, out_dir, port: int) -> str:
+    """``torchrun --nproc_per_node=world -m fastdarts *argv`` with the ranks forked from the
+    preloaded forkserver (:func:`start_ranks`) instead of fresh interpreters: each rank
+    gets torchrun's environment and runs ``fastdarts.cli.main(argv)``.  Returns what the
+    ranks printed, rank 0 first.  The tests that check the launcher itself still go
+    through torchrun."""
+    os.makedirs(out_dir, exist_ok=True)
+    start_ranks(_cli_rank, (list(argv), world, port, str(out_dir)), world)
+    return "".join(open(os.path.join(out_dir, f"stdout{r}.txt")).read() for r in range(world))

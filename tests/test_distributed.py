@@ -9,7 +9,8 @@ import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+
+from .helpers import cli_ranks, rank_context, start_ranks
 
 STEPS = 3
 LOCAL = 3
@@ -79,8 +80,7 @@ def test_data_parallel_equals_single_process_micro_batches(tmp_path, world, unro
     single.mkdir()
     _run(0, 1, unrolled, 0, (str(single), world))
     ref = torch.load(single / "rank0.pt")
-    mp.start_processes(_run, args=(world, unrolled, _port(), (str(tmp_path), world)), nprocs=world,
-                       start_method="spawn")
+    start_ranks(_run, (world, unrolled, _port(), (str(tmp_path), world)), world, [__name__])
     for r in range(world):
         got = torch.load(tmp_path / f"rank{r}.pt")
         for a, b in zip(got["alphas"], ref["alphas"]):
@@ -101,7 +101,7 @@ def _run_and_report(rank, world, unrolled, port, out, fail_rank):
 def test_a_failing_rank_stops_the_others(tmp_path):
     """Rank 1 dies after joining; rank 0 must fail at its next collective with a clear
     error, not hang (the group's timeout is 30 s; this returns in seconds)."""
-    ctx = mp.get_context("spawn")
+    ctx = rank_context([__name__])
     port = _port()
     procs = [ctx.Process(target=_run_and_report, args=(r, 2, True, port, (str(tmp_path), 2), 1))
              for r in range(2)]
@@ -204,7 +204,7 @@ def test_rnn_data_parallel_equals_single_process_micro_batches(tmp_path, unrolle
     ref = torch.load(single / "rnn0.pt")
     start = tiny_rnn_alphas()
     assert (ref["alphas"][0] - start).abs().max() > 1e-3  # the search moved
-    mp.start_processes(_run_rnn, args=(2, unrolled, _port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    start_ranks(_run_rnn, (2, unrolled, _port(), str(tmp_path)), 2, [__name__])
     for r in range(2):
         got = torch.load(tmp_path / f"rnn{r}.pt")
         for a, b in zip(got["alphas"] + got["weights"], ref["alphas"] + ref["weights"]):
@@ -232,15 +232,18 @@ def _torchrun(args, timeout=240):
 def test_torchrun_rnn_search_and_its_exact_resume(tmp_path):
     """2 ranks with dropout on: rank 0 writes and reports once; stopping after epoch 1
     and resuming (every rank's RNG restored from the checkpoint) gives the same
-    weights and alphas, bit for bit, as the unbroken data-parallel search."""
+    weights and alphas, bit for bit, as the unbroken data-parallel search.  The first
+    part goes through torchrun; the unbroken and resumed runs fork torchrun's two ranks
+    from the test's forkserver (tests.helpers.cli_ranks), which saves two launches."""
     tiny = ["search", "rnn", "--emsize", "8", "--nhid", "8", "--nhidlast", "8", "--batch_size", "4",
             "--bptt", "6", "--max_steps_per_epoch", "3", "--eval_batch_size", "256", "--quiet"]
-    full = _torchrun([*tiny, "--epochs", "2", "--save", str(tmp_path / "full")])
-    assert full.stdout.count("genotype = ") == 1
-    assert (tmp_path / "full" / "genotype.json").exists()
-    _torchrun([*tiny, "--epochs", "1", "--save", str(tmp_path / "cut")])
-    _torchrun([*tiny, "--epochs", "2", "--save", str(tmp_path / "cut"),
-               "--resume", str(tmp_path / "cut" / "checkpoint.pt")])
+    cut = _torchrun([*tiny, "--epochs", "1", "--save", str(tmp_path / "cut")])
+    assert cut.stdout.count("genotype = ") == 1
+    assert (tmp_path / "cut" / "genotype.json").exists()
+    cli_ranks([*tiny, "--epochs", "2", "--save", str(tmp_path / "full")], 2, tmp_path / "o1", _port())
+    out = cli_ranks([*tiny, "--epochs", "2", "--save", str(tmp_path / "cut"),
+                     "--resume", str(tmp_path / "cut" / "checkpoint.pt")], 2, tmp_path / "o2", _port())
+    assert out.count("genotype = ") == 1  # rank 0 only, after the resumed run too
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == 2 and a["config"]["world_size"] == 2

@@ -13,11 +13,11 @@ import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+
 
 from fastdarts.loop.engine import Callback
 
-from .helpers import StopAfter, one_thread  # noqa: F401  (autouse fixture)
+from .helpers import StopAfter, one_thread, start_ranks  # noqa: F401  (autouse fixture)
 
 WORLD = 2
 LOCAL = 3          # CNN images per rank and step
@@ -172,7 +172,7 @@ def test_cnn_two_ranks(tmp_path):
     statistics averaged; a resume on 2 ranks equals the unbroken run bit for bit;
     clear errors when weights, steps or numpy states differ between ranks."""
     ref = _cnn_reference(tmp_path / "single")
-    mp.start_processes(_cnn_worker, args=(WORLD, _port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    start_ranks(_cnn_worker, (WORLD, _port(), str(tmp_path)), WORLD, [__name__])
     got = [torch.load(tmp_path / f"cnn{r}.pt", weights_only=False) for r in range(WORLD)]
     for r in range(WORLD):
         for k, v in ref.items():
@@ -259,7 +259,7 @@ def test_rnn_two_ranks(tmp_path):
     sequence lengths, clipping, the ASGD switch and averaged-weight validation on
     split validation columns); a resume on 2 ranks equals the unbroken run bit for bit."""
     ref = _rnn_float64_run(tmp_path / "single", WORLD * RNN_B)
-    mp.start_processes(_rnn_worker, args=(WORLD, _port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    start_ranks(_rnn_worker, (WORLD, _port(), str(tmp_path)), WORLD, [__name__])
     got = [torch.load(tmp_path / f"rnn{r}.pt", weights_only=False) for r in range(WORLD)]
     assert ref["switched_at"] == 2 and ref["kind"] == "ASGD"
     for r in range(WORLD):

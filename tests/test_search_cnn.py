@@ -223,14 +223,12 @@ def test_cli_resume_continues_the_search(tmp_path, capsys):
     assert "another search configuration (layers: checkpoint 3, now 4)" in capsys.readouterr().err
 
 
-def test_cli_missing_data_dir_exits_2_with_the_message(tmp_path):
-    env = {**os.environ, "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "-m", "fastdarts", "search", "cnn", "--data",
-                        str(tmp_path / "nowhere"), "--save", str(tmp_path / "s")],
-                       capture_output=True, text=True, timeout=120, env=env)
-    assert p.returncode == 2
-    assert "no CIFAR-10 found at" in p.stderr and "nowhere" in p.stderr
-    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+def test_cli_missing_data_dir_exits_2_with_the_message(tmp_path, capsys):
+    rc = cli.main(["search", "cnn", "--data", str(tmp_path / "nowhere"), "--save", str(tmp_path / "s")])
+    std = capsys.readouterr()
+    assert rc == 2
+    assert "no CIFAR-10 found at" in std.err and "nowhere" in std.err
+    assert "Traceback" not in std.err and "Traceback" not in std.out
 
 
 @pytest.mark.parametrize("argv", [["search", "cnn", "--epochs", "x"], ["search", "cnn", "--bogus"],
