@@ -237,7 +237,7 @@ def test_published_defaults_and_refusals():
 
 def test_cli_search_end_to_end(tmp_path, capsys):
     rc = cli.main(["search", "cnn", "--method", "fair-darts", "--epochs", "2",
-                   "--max_steps_per_epoch", "2", "--batch_size", "16",
+                   "--max_steps_per_epoch", "2", "--batch_size", "16", "--train_portion", "0.9",
                    "--save", str(tmp_path / "run"), "--quiet"])
     assert rc == 0
     assert (tmp_path / "run" / "genotype.json").exists()

@@ -260,7 +260,7 @@ def test_architects_on_pc_darts(unrolled):
 def test_search_end_to_end_and_resume(tmp_path, capsys):
     flags = ["search", "cnn", "--method", "pc-darts", "--epochs", "2", "--max_steps_per_epoch", "2",
              "--arch_start_epoch", "1", "--batch_size", "8", "--init_channels", "4", "--layers", "3",
-             "--quiet"]
+             "--train_portion", "0.9", "--quiet"]  # 0.9: each validation 180 digits, not 899
     assert cli.main([*flags, "--save", str(tmp_path / "full")]) == 0
     full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     assert len(full["alphas"]) == 4 and full["config"]["method"] == "pc-darts"
@@ -273,7 +273,8 @@ def test_search_end_to_end_and_resume(tmp_path, capsys):
     json.loads((tmp_path / "full" / "genotype.json").read_text())
     # stopped after epoch 1, then resumed: the same alphas, bit for bit
     cfg = method_config("pc-darts", epochs=2, max_steps_per_epoch=2, arch_start_epoch=1, batch_size=8,
-                        init_channels=4, layers=3, quiet=True, save=str(tmp_path / "cut"))
+                        init_channels=4, layers=3, train_portion=0.9, quiet=True,
+                        save=str(tmp_path / "cut"))
     search_cnn(cfg, callbacks=[StopAfter(1)])
     cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert cut["epoch"] == 1

@@ -36,7 +36,7 @@ FIRST = ("data", "validation", "alpha_update", "weight_step")
 
 def _cnn(tmp_path, **kw):
     base = dict(init_channels=2, layers=3, batch_size=8, epochs=3, max_steps_per_epoch=5,
-                save=str(tmp_path / "s"), device="cpu")
+                train_portion=0.9, save=str(tmp_path / "s"), device="cpu")  # validations of 180
     return CNNSearchConfig(**{**base, **kw})
 
 

@@ -16,7 +16,7 @@ from fastdarts import cli
 from .helpers import assert_refused_in_one_line, malicious_checkpoint
 
 _TINY = ["--epochs", "1", "--max_steps_per_epoch", "1", "--layers", "3", "--init_channels", "2",
-         "--batch_size", "8", "--quiet"]
+         "--batch_size", "8", "--train_portion", "0.9", "--quiet"]  # 0.9: validations of 180 digits
 
 
 def test_several_seeds_run_and_are_summarised(tmp_path):
