@@ -40,7 +40,7 @@ def build_pair(dropout, dtype, seed=0):
     return ref, fused
 
 
-def batch(dtype, seed=1, device="cpu"):
+def batch(dtype, seed=1, device="cpu", T=T):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, NTOKEN, (T, B), generator=g).to(device)
     y = torch.randint(0, NTOKEN, (T * B,), generator=g).to(device)
@@ -202,14 +202,15 @@ def test_second_order_architect_step_matches(use_backend):
                                           ("reference", "exact"), ("triton", "exact")])
 def test_fused_architect_step_matches(use_backend, backend, hvp):
     """fastdarts' in-place Architect on both models; ``hvp="exact"`` differentiates the
-    gradient (double backward through rnn_node_backward)."""
+    gradient (double backward through rnn_node_backward).  Two time steps: each is a
+    launch of every kernel, and on Triton's interpreter four took 40 s."""
     from fastdarts.architect import RNNArchitect
 
     use_backend(backend, "cpu")
     alphas = []
     for model in build_pair(0.2, torch.float64):
         architect = RNNArchitect(model, rnn_args(), hvp=hvp)
-        (h, x, y), (hv, xv, yv) = batch(torch.float64, seed=2), batch(torch.float64, seed=3)
+        (h, x, y), (hv, xv, yv) = batch(torch.float64, seed=2, T=2), batch(torch.float64, seed=3, T=2)
         torch.manual_seed(4)
         architect.step(h, x, y, hv, xv, yv, torch.optim.SGD(model.parameters(), lr=0.1),
                        unrolled=True)
