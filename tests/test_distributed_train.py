@@ -17,7 +17,7 @@ import torch
 
 from fastdarts.loop.engine import Callback
 
-from .helpers import StopAfter, one_thread, start_ranks  # noqa: F401  (autouse fixture)
+from .helpers import StopAfter, cli_ranks, one_thread, start_ranks  # noqa: F401  (autouse fixture)
 
 WORLD = 2
 LOCAL = 3          # CNN images per rank and step
@@ -319,11 +319,14 @@ def test_torchrun_train_cnn(tmp_path):
     assert ckpt["world_size"] == WORLD and len(ckpt["ranks"]) == WORLD and ckpt["epoch"] == 1
 
 
-def test_torchrun_train_rnn(tmp_path):
+def test_train_rnn_on_torchrun_ranks(tmp_path):
+    """`train rnn` on two ranks with torchrun's environment (forked from the test's
+    forkserver, tests.helpers.cli_ranks; torchrun itself launches `train cnn` above
+    and the searches in test_distributed.py): rank 0 alone reports and writes."""
     save = tmp_path / "rnn"
-    out = _torchrun(["train", "rnn", "--arch", "DARTS_V1", "--save", str(save), "--epochs", "1",
+    out = cli_ranks(["train", "rnn", "--arch", "DARTS_V1", "--save", str(save), "--epochs", "1",
                      "--max_steps_per_epoch", "2", "--nhid", "8", "--emsize", "8", "--nhidlast", "8"],
-                    tmp_path)
+                    WORLD, tmp_path / "out", _port())
     assert out.count("test ppl") == 1 and out.count("epoch 1/1") == 1
     assert sorted(os.listdir(save)) == ["best.pt", "checkpoint.pt"]
     ckpt = torch.load(save / "checkpoint.pt", weights_only=False)
