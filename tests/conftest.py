@@ -58,13 +58,15 @@ def use_backend():
     backends.set_backend(None)
 
 
-# The longest modules first (measured: seconds of one 2-worker run, 2026-12-01): with
-# pytest-xdist's --dist loadfile a module is one unit of work, handed out in collection
-# order, so long ones left for last would keep one worker busy while the other idles.
-LONGEST_FIRST = ("test_distributed", "test_profile", "test_kernels_compile",
-                 "test_search_fused_vs_reference", "test_distributed_train", "test_architect",
-                 "test_search_cnn", "test_search_checkpoint", "test_nn_search_rnn", "test_step",
-                 "test_search_callbacks")
+# The longest modules first (measured: seconds of one 2-worker run, 2026-12-01, with the
+# kernel compile cold as in CI): with pytest-xdist's --dist loadfile a module is one unit
+# of work, handed out in collection order, so long ones left for last would keep one
+# worker busy while the other idles.
+LONGEST_FIRST = ("test_kernels_compile", "test_distributed", "test_profile", "test_search_checkpoint",
+                 "test_search_fused_vs_reference", "test_architect", "test_search_callbacks",
+                 "test_distributed_train", "test_search_cnn", "test_nn_search_rnn", "test_nn_memory",
+                 "test_regressor", "test_step", "test_methods_pc_darts", "test_methods_rdarts",
+                 "test_methods_darts_minus")
 
 
 def pytest_collection_modifyitems(config, items):
