@@ -261,3 +261,32 @@ def test_rnn_step_restores_weights_and_returns_hidden(unrolled):
     assert second is None
     assert isinstance(hidden, list) and hidden[0].shape == hv[0].shape
     assert not torch.equal(hidden[0], hv[0])
+
+
+def test_the_unrolled_copy_is_a_deep_copy():
+    """reference._bilevel._deepcopy_model hands deepcopy fresh empty containers for the
+    modules' empty hook tables: the copy must still equal copy.deepcopy's, share nothing
+    mutable with the original, and keep its own alphas."""
+    import copy
+
+    from fastdarts.reference._bilevel import _deepcopy_model
+
+    from .helpers import tiny_cnn
+
+    model = tiny_cnn(C=2)
+    model.cells[0]._ops[0].register_forward_hook(lambda *a: None)  # one non-empty table too
+    ours, theirs = _deepcopy_model(model), copy.deepcopy(model)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for m_ours, m_theirs, m in zip(ours.modules(), theirs.modules(), model.modules(), strict=True):
+        assert type(m_ours) is type(m_theirs) and m_ours.__dict__.keys() == m_theirs.__dict__.keys()
+        for k, v in m_ours.__dict__.items():
+            assert type(v) is type(m_theirs.__dict__[k]), k
+            if isinstance(v, (dict, set, list)):
+                assert v is not m.__dict__[k] and len(v) == len(m.__dict__[k]), k
+    assert len(ours.cells[0]._ops[0]._forward_hooks) == 1
+    for x, y in zip(ours.arch_parameters(), model.arch_parameters(), strict=True):
+        assert x is not y and torch.equal(x, y)
+    with torch.no_grad():
+        ours.arch_parameters()[0].add_(1.0)  # the copy's own tensors
+    assert not torch.equal(ours.arch_parameters()[0], model.arch_parameters()[0])

