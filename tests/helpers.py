@@ -310,23 +310,32 @@ RANK_PRELOAD = ["torch", "torch._dynamo", "torch.distributed", "fastdarts", "fas
                 "tests.helpers"]
 
 
-def start_ranks(fn, args, nprocs: int, preload=()):
-    """torch.multiprocessing.start_processes(fn, args, nprocs) from a forkserver that has
-    imported ``RANK_PRELOAD`` and ``preload`` (the test module holding ``fn``).  Raises, as
-    start_processes does, when a rank fails."""
-    import torch.multiprocessing as mp
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the ranks' MASTER_PORT)."""
+    import socket
 
-    mp.get_context("forkserver").set_forkserver_preload([*RANK_PRELOAD, *preload])
-    return mp.start_processes(fn, args=args, nprocs=nprocs, start_method="forkserver")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def rank_context(preload=()):
-    """The forkserver context of :func:`start_ranks`, for tests that start Process objects."""
+    """The forkserver context the ranks start from, its server importing ``RANK_PRELOAD``
+    and ``preload`` (the test module holding the rank's function) once."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([*RANK_PRELOAD, *preload])
     return ctx
+
+
+def start_ranks(fn, args, nprocs: int, preload=()):
+    """torch.multiprocessing.start_processes(fn, args, nprocs) from :func:`rank_context`.
+    Raises, as start_processes does, when a rank fails."""
+    import torch.multiprocessing as mp
+
+    rank_context(preload)  # start_processes takes the same (process-wide) forkserver context
+    return mp.start_processes(fn, args=args, nprocs=nprocs, start_method="forkserver")
 
 
 def _cli_rank(rank: int, argv: list, world: int, port: int, out_dir: str) -> None:
@@ -348,12 +357,12 @@ def _cli_rank(rank: int, argv: list, world: int, port: int, out_dir: str) -> Non
         raise SystemExit(code)
 
 
-def cli_ranks(argv: list, world: int, out_dir, port: int) -> str:
+def cli_ranks(argv: list, world: int, out_dir) -> str:
     """``torchrun --nproc_per_node=world -m fastdarts *argv`` with the ranks forked from the
     preloaded forkserver (:func:`start_ranks`) instead of fresh interpreters: each rank
     gets torchrun's environment and runs ``fastdarts.cli.main(argv)``.  Returns what the
     ranks printed, rank 0 first.  The tests that check the launcher itself still go
     through torchrun."""
     os.makedirs(out_dir, exist_ok=True)
-    start_ranks(_cli_rank, (list(argv), world, port, str(out_dir)), world)
+    start_ranks(_cli_rank, (list(argv), world, free_port(), str(out_dir)), world)
     return "".join(open(os.path.join(out_dir, f"stdout{r}.txt")).read() for r in range(world))

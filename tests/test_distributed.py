@@ -4,22 +4,15 @@ process with batch N*b in N micro-batches (the same per-device BatchNorm)."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
 import torch
 
-from .helpers import cli_ranks, rank_context, start_ranks
+from .helpers import cli_ranks, free_port, rank_context, start_ranks
 
 STEPS = 3
 LOCAL = 3
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batches(world, step):
@@ -80,7 +73,7 @@ def test_data_parallel_equals_single_process_micro_batches(tmp_path, world, unro
     single.mkdir()
     _run(0, 1, unrolled, 0, (str(single), world))
     ref = torch.load(single / "rank0.pt")
-    start_ranks(_run, (world, unrolled, _port(), (str(tmp_path), world)), world, [__name__])
+    start_ranks(_run, (world, unrolled, free_port(), (str(tmp_path), world)), world, [__name__])
     for r in range(world):
         got = torch.load(tmp_path / f"rank{r}.pt")
         for a, b in zip(got["alphas"], ref["alphas"]):
@@ -102,7 +95,7 @@ def test_a_failing_rank_stops_the_others(tmp_path):
     """Rank 1 dies after joining; rank 0 must fail at its next collective with a clear
     error, not hang (the group's timeout is 30 s; this returns in seconds)."""
     ctx = rank_context([__name__])
-    port = _port()
+    port = free_port()
     procs = [ctx.Process(target=_run_and_report, args=(r, 2, True, port, (str(tmp_path), 2), 1))
              for r in range(2)]
     t0 = time.time()
@@ -123,7 +116,7 @@ def test_torchrun_cnn_search_runs_and_rank0_writes(tmp_path):
 
     save = tmp_path / "dp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-           str(_port()), "-m", "fastdarts", "search", "cnn", "--epochs", "1",
+           str(free_port()), "-m", "fastdarts", "search", "cnn", "--epochs", "1",
            "--max_steps_per_epoch", "2", "--layers", "3", "--init_channels", "2", "--batch_size", "8",
            "--save", str(save), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
@@ -204,7 +197,7 @@ def test_rnn_data_parallel_equals_single_process_micro_batches(tmp_path, unrolle
     ref = torch.load(single / "rnn0.pt")
     start = tiny_rnn_alphas()
     assert (ref["alphas"][0] - start).abs().max() > 1e-3  # the search moved
-    start_ranks(_run_rnn, (2, unrolled, _port(), str(tmp_path)), 2, [__name__])
+    start_ranks(_run_rnn, (2, unrolled, free_port(), str(tmp_path)), 2, [__name__])
     for r in range(2):
         got = torch.load(tmp_path / f"rnn{r}.pt")
         for a, b in zip(got["alphas"] + got["weights"], ref["alphas"] + ref["weights"]):
@@ -222,7 +215,7 @@ def _torchrun(args, timeout=240):
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-           str(_port()), "-m", "fastdarts", *args]
+           str(free_port()), "-m", "fastdarts", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -240,9 +233,9 @@ def test_torchrun_rnn_search_and_its_exact_resume(tmp_path):
     cut = _torchrun([*tiny, "--epochs", "1", "--save", str(tmp_path / "cut")])
     assert cut.stdout.count("genotype = ") == 1
     assert (tmp_path / "cut" / "genotype.json").exists()
-    cli_ranks([*tiny, "--epochs", "2", "--save", str(tmp_path / "full")], 2, tmp_path / "o1", _port())
+    cli_ranks([*tiny, "--epochs", "2", "--save", str(tmp_path / "full")], 2, tmp_path / "o1")
     out = cli_ranks([*tiny, "--epochs", "2", "--save", str(tmp_path / "cut"),
-                     "--resume", str(tmp_path / "cut" / "checkpoint.pt")], 2, tmp_path / "o2", _port())
+                     "--resume", str(tmp_path / "cut" / "checkpoint.pt")], 2, tmp_path / "o2")
     assert out.count("genotype = ") == 1  # rank 0 only, after the resumed run too
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)

@@ -7,30 +7,20 @@ the CLI."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-
 from fastdarts.loop.engine import Callback
 
-from .helpers import StopAfter, cli_ranks, one_thread, start_ranks  # noqa: F401  (autouse fixture)
+from .helpers import StopAfter, cli_ranks, free_port, one_thread, start_ranks  # noqa: F401  (autouse fixture)
 
 WORLD = 2
 LOCAL = 3          # CNN images per rank and step
 CNN_STEPS = 3
 RNN_B = 4          # RNN batch columns per rank
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 
 
 def _join(rank, world, port):
@@ -40,8 +30,6 @@ def _join(rank, world, port):
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     D.init("gloo", timeout_s=30)
-
-
 
 
 def _same_state(a, b) -> list[str]:
@@ -172,7 +160,7 @@ def test_cnn_two_ranks(tmp_path):
     statistics averaged; a resume on 2 ranks equals the unbroken run bit for bit;
     clear errors when weights, steps or numpy states differ between ranks."""
     ref = _cnn_reference(tmp_path / "single")
-    start_ranks(_cnn_worker, (WORLD, _port(), str(tmp_path)), WORLD, [__name__])
+    start_ranks(_cnn_worker, (WORLD, free_port(), str(tmp_path)), WORLD, [__name__])
     got = [torch.load(tmp_path / f"cnn{r}.pt", weights_only=False) for r in range(WORLD)]
     for r in range(WORLD):
         for k, v in ref.items():
@@ -259,7 +247,7 @@ def test_rnn_two_ranks(tmp_path):
     sequence lengths, clipping, the ASGD switch and averaged-weight validation on
     split validation columns); a resume on 2 ranks equals the unbroken run bit for bit."""
     ref = _rnn_float64_run(tmp_path / "single", WORLD * RNN_B)
-    start_ranks(_rnn_worker, (WORLD, _port(), str(tmp_path)), WORLD, [__name__])
+    start_ranks(_rnn_worker, (WORLD, free_port(), str(tmp_path)), WORLD, [__name__])
     got = [torch.load(tmp_path / f"rnn{r}.pt", weights_only=False) for r in range(WORLD)]
     assert ref["switched_at"] == 2 and ref["kind"] == "ASGD"
     for r in range(WORLD):
@@ -300,7 +288,7 @@ def test_rank_device_errors():
 
 def _torchrun(args, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}", "--master_port",
-           str(_port()), "-m", "fastdarts", *args]
+           str(free_port()), "-m", "fastdarts", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -326,7 +314,7 @@ def test_train_rnn_on_torchrun_ranks(tmp_path):
     save = tmp_path / "rnn"
     out = cli_ranks(["train", "rnn", "--arch", "DARTS_V1", "--save", str(save), "--epochs", "1",
                      "--max_steps_per_epoch", "2", "--nhid", "8", "--emsize", "8", "--nhidlast", "8"],
-                    WORLD, tmp_path / "out", _port())
+                    WORLD, tmp_path / "out")
     assert out.count("test ppl") == 1 and out.count("epoch 1/1") == 1
     assert sorted(os.listdir(save)) == ["best.pt", "checkpoint.pt"]
     ckpt = torch.load(save / "checkpoint.pt", weights_only=False)

@@ -99,8 +99,8 @@ def _compare(traces, steps, tol=None):
 @pytest.mark.parametrize("unrolled", [False, True], ids=["first_order", "second_order"])
 def test_cnn_fused_search_follows_the_reference_step_by_step(float64, unrolled):
     """6 steps: 2 epochs of 3 batches (24 training images, batch 8), cosine lr: an epoch
-    boundary (the lr and the loaders' new pass) inside the compared run (10 steps took
-    45 s of the suite's time; the bound is per step, so 6 check as much)."""
+    boundary (the lr and the loaders' new pass) inside the compared run.  (It was 10
+    steps, 45 s of the suite's time; the bound is per step.)"""
     traces, buffers = {}, {}
     for impl in ("reference", "fused"):
         trace, buffers[impl] = AlphaTrace(), BufferTrace()

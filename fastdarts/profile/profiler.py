@@ -277,31 +277,26 @@ def _raw_events(prof) -> list[tuple]:
     torch.profiler run.  Read from the profiler's raw (kineto) results where they are
     exposed: ``prof.events()`` builds a FunctionEvent tree in Python first, which took
     17 s for the 179k events of one tiny second-order CPU step (measured 2026-12-01,
-    torch 2.13.0+cpu), against well under a second for this.  Memory records and hidden
-    events are left out, as ``prof.events()`` leaves them out."""
+    torch 2.13.0+cpu), against well under a second for this.  The events it leaves out
+    (memory records, profiler bookkeeping, hidden events) are left out here too, by
+    torch's own filter."""
+    from torch.autograd import profiler_util
+
     kineto = getattr(getattr(prof, "profiler", None), "kineto_results", None)
-    if kineto is None or not hasattr(kineto, "events"):
+    filtered = getattr(profiler_util, "_filter_name", None)
+    if kineto is None or not hasattr(kineto, "events") or filtered is None:
         return [(e.name, int(e.time_range.start * 1e3), int(e.time_range.end * 1e3),
                  e.device_type, e.thread) for e in prof.events()]
-    out = []
-    for e in kineto.events():
-        name = e.name()
-        if name.startswith("[") or e.is_hidden_event():  # "[memory]", "[OutOfMemory]"
-            continue
-        out.append((name, e.start_ns(), e.end_ns(), e.device_type(), e.start_thread_id()))
-    return out
+    return [(e.name(), e.start_ns(), e.end_ns(), e.device_type(), e.start_thread_id())
+            for e in kineto.events() if not (filtered(e.name()) or e.is_hidden_event())]
 
 
-def _attribute_events(prof, phases: list[str], cuda: bool) -> dict:
-    """phase -> [busy ms, op count] from a profiler run of one step with ``_RANGE``
-    ranges in ``phases`` order; events are assigned by their start time.  GPU: every
-    device event (kernels, memcpy, memset).  CPU: top-level ``aten::`` ops per thread
-    (an op inside another op is not counted again), time as measured under the profiler."""
-    return _attribute(_raw_events(prof), phases, cuda)
-
-
-def _attribute(events: list[tuple], phases: list[str], cuda: bool) -> dict:
-    """_attribute_events on (name, start_ns, end_ns, device_type, thread) tuples."""
+def _attribute_events(events: list[tuple], phases: list[str], cuda: bool) -> dict:
+    """phase -> [busy ms, op count] from the :func:`_raw_events` of a profiler run of one
+    step with ``_RANGE`` ranges in ``phases`` order; events are assigned by their start
+    time.  GPU: every device event (kernels, memcpy, memset).  CPU: top-level ``aten::``
+    ops per thread (an op inside another op is not counted again), time as measured
+    under the profiler."""
     DT = torch.autograd.DeviceType
     starts = sorted(e[1] for e in events if e[0] == _RANGE)
     out = {p: [0.0, 0] for p in PHASES}
@@ -394,7 +389,7 @@ def _profile_one_step(driver: StepDriver, device: torch.device):
     for phase, mib in t.peaks:
         if phase:
             peaks[phase] = max(peaks.get(phase, 0.0), mib)
-    return _attribute_events(prof, names, device.type == "cuda"), peaks
+    return _attribute_events(_raw_events(prof), names, device.type == "cuda"), peaks
 
 
 def projection(engine, step_ms: float) -> dict:

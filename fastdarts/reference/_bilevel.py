@@ -32,6 +32,9 @@ def clip_(grads, max_norm):
     return clip_coef
 
 
+_EMPTY_FRESH = (dict, collections.OrderedDict, set)
+
+
 def _deepcopy_model(model):
     """``copy.deepcopy(model)``, with every empty dict, OrderedDict and set that a module
     holds directly (its hook tables, mostly: about a dozen per module) handed to deepcopy
@@ -45,8 +48,6 @@ def _deepcopy_model(model):
                 memo[id(value)] = type(value)()
     return copy.deepcopy(model, memo)
 
-
-_EMPTY_FRESH = (dict, collections.OrderedDict, set)
 
 
 def unrolled_copy(model, new_weights):
